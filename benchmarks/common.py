@@ -1,0 +1,177 @@
+"""What every benchmark shares: the environment record, timing, results files and charts."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU: {cpu_name()}"
+
+
+def _version(module: str) -> str | None:
+    try:
+        return __import__(module, fromlist=["__version__"]).__version__
+    except Exception:  # noqa: BLE001 - any import failure means "not available"
+        return None
+
+
+def git_commit() -> str:
+    try:
+        return (
+            subprocess.run(
+                ["git", "rev-parse", "--short=10", "HEAD"],
+                capture_output=True,
+                text=True,
+                timeout=10,
+                cwd=Path(__file__).resolve().parent,
+            ).stdout.strip()
+            or "unknown"
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def environment(device: torch.device) -> dict[str, Any]:
+    """The record BENCHMARKS.md asks for: date, commit, device, CPU, versions."""
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        "commit": git_commit(),
+        "device": device_name(device),
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "torchvision": _version("torchvision"),
+        "kornia": _version("kornia"),
+        "dali": _version("nvidia.dali"),
+        "python": platform.python_version(),
+    }
+
+
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+@dataclass
+class Measurement:
+    """Images per second of one pipeline over ``repeats`` timed runs (after warm-up)."""
+
+    benchmark: str
+    pipeline: str
+    images_per_sec: float
+    min: float
+    max: float
+    repeats: int
+    images_per_repeat: int
+    ratio_to_baseline: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        record = asdict(self)
+        record.update(record.pop("extra"))
+        return record
+
+
+def measure(
+    benchmark: str,
+    pipeline: str,
+    run_once: Callable[[], int],
+    device: torch.device,
+    repeats: int,
+    warmup: int = 1,
+) -> Measurement:
+    """Time ``run_once`` (which returns how many images it processed): median of ``repeats``."""
+    for _ in range(warmup):
+        run_once()
+    synchronize(device)
+    rates, images = [], 0
+    for _ in range(repeats):
+        synchronize(device)
+        start = time.perf_counter()
+        images = run_once()
+        synchronize(device)
+        rates.append(images / (time.perf_counter() - start))
+    return Measurement(benchmark, pipeline, statistics.median(rates), min(rates), max(rates), repeats, images)
+
+
+def add_ratios(measurements: list[Measurement], baseline: str) -> None:
+    reference = next((m.images_per_sec for m in measurements if m.pipeline == baseline), None)
+    for item in measurements:
+        item.ratio_to_baseline = None if reference is None else item.images_per_sec / reference
+
+
+def format_table(measurements: list[Measurement], baseline: str) -> str:
+    lines = [f"{'benchmark':<10} {'pipeline':<26} {'img/s':>10} {'min':>10} {'max':>10} {'x ' + baseline:>22}"]
+    for item in measurements:
+        ratio = "" if item.ratio_to_baseline is None else f"{item.ratio_to_baseline:.2f}x"
+        rates = f"{item.images_per_sec:>10.1f} {item.min:>10.1f} {item.max:>10.1f}"
+        lines.append(f"{item.benchmark:<10} {item.pipeline:<26} {rates} {ratio:>22}")
+    return "\n".join(lines)
+
+
+def write_results(out: Path, device: torch.device, config: dict[str, Any], measurements: list[Measurement]) -> Path:
+    """Merge into ``out/results.json`` (one file per run folder, one entry per benchmark+pipeline)."""
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / "results.json"
+    record: dict[str, Any] = {"env": environment(device), "config": {}, "results": []}
+    if path.exists():
+        previous = json.loads(path.read_text())
+        record["config"] = previous.get("config", {})
+        keys = {(m.benchmark, m.pipeline) for m in measurements}
+        record["results"] = [r for r in previous.get("results", []) if (r["benchmark"], r["pipeline"]) not in keys]
+    record["config"].update(config)
+    record["results"].extend(m.as_dict() for m in measurements)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    return path
+
+
+def bar_chart(path: Path, title: str, measurements: list[Measurement], baseline: str) -> Path:
+    """Images/s per pipeline, the ratio to ``baseline`` printed on each bar."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(8, 0.6 * len(measurements) + 1.4))
+    names = [m.pipeline for m in measurements]
+    rates = [m.images_per_sec for m in measurements]
+    errors = [[m.images_per_sec - m.min for m in measurements], [m.max - m.images_per_sec for m in measurements]]
+    colours = ["#4c72b0" if name.startswith("gpuaug") else "#999999" for name in names]
+    axis.barh(names, rates, xerr=errors, color=colours, capsize=3)
+    for index, item in enumerate(measurements):
+        if item.ratio_to_baseline is not None:
+            axis.text(item.images_per_sec, index, f"  {item.ratio_to_baseline:.2f}x", va="center", fontsize=9)
+    axis.invert_yaxis()
+    axis.set_xlabel(f"images / s (median; bars: min-max; ratios vs {baseline})")
+    axis.set_title(title, fontsize=10)
+    axis.set_xlim(0, max(rates) * 1.25)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

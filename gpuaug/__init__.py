@@ -1,0 +1,48 @@
+"""gpuaug: batched, per-sample image augmentation on the GPU (or CPU), through Kornia.
+
+Example:
+    >>> import torch, gpuaug as ga
+    >>> augment = ga.Compose([ga.RandomResizedCrop(224), ga.RandomHorizontalFlip(),
+    ...                       ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)])
+    >>> augment(torch.randint(0, 256, (8, 3, 256, 320), dtype=torch.uint8)).shape
+    torch.Size([8, 3, 224, 224])
+"""
+
+from gpuaug import functional
+from gpuaug.convert import from_torchvision
+from gpuaug.transforms import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    CenterCrop,
+    ColorJitter,
+    Compose,
+    Normalize,
+    RandomGrayscale,
+    RandomHorizontalFlip,
+    RandomResizedCrop,
+    RandomVerticalFlip,
+    Resize,
+    ToDtype,
+    Transform,
+)
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CenterCrop",
+    "ColorJitter",
+    "Compose",
+    "Normalize",
+    "RandomGrayscale",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "RandomVerticalFlip",
+    "Resize",
+    "ToDtype",
+    "Transform",
+    "from_torchvision",
+    "functional",
+    "__version__",
+]

@@ -1,0 +1,90 @@
+"""Real photographs for demos, tests and benchmarks, offline: scikit-image's bundled samples.
+
+Nothing is downloaded: the photos ship inside the scikit-image wheel. Crops of them, resized to
+ImageNet-like sizes, stand in for a natural-image data set.
+
+Example:
+    >>> images = photo_crops(4, seed=0)
+    >>> len(images), images[0].dtype, images[0].shape[0]
+    (4, torch.uint8, 3)
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+__all__ = ["PHOTOS", "load_photo", "photo_crops", "resolve_image"]
+
+PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
+"""scikit-image sample images that are colour photographs bundled in its wheel."""
+
+
+def load_photo(name: str) -> Image.Image:
+    """One bundled scikit-image photo as an RGB PIL image.
+
+    Raises:
+        ValueError: for a name that is not in ``PHOTOS``.
+    """
+    if name not in PHOTOS:
+        raise ValueError(f"unknown sample photo {name!r}; choose one of {', '.join(PHOTOS)}")
+    try:
+        import skimage.data
+    except ImportError as error:  # pragma: no cover - scikit-image is a dependency
+        raise ImportError("sample photos need scikit-image: pip install scikit-image") from error
+    return Image.fromarray(np.ascontiguousarray(getattr(skimage.data, name)())).convert("RGB")
+
+
+def resolve_image(spec: str) -> Image.Image:
+    """Open ``spec`` as an image file, or ``skimage:NAME`` as a bundled photo, as RGB.
+
+    Raises:
+        ValueError: naming the file or sample when it cannot be opened.
+    """
+    if spec.startswith("skimage:"):
+        return load_photo(spec.split(":", 1)[1])
+    try:
+        with Image.open(spec) as image:
+            return image.convert("RGB")
+    except FileNotFoundError:
+        raise ValueError(f"image file not found: {spec}") from None
+    except OSError as error:
+        raise ValueError(f"cannot read image {spec}: {error}") from None
+
+
+def photo_crops(
+    count: int,
+    seed: int = 0,
+    short_side: tuple[int, int] = (200, 500),
+    aspect: tuple[float, float] = (0.6, 1.7),
+) -> list[torch.Tensor]:
+    """``count`` random crops of the bundled photos, resized so their shorter side lies in ``short_side``.
+
+    Args:
+        count: number of images.
+        seed: makes the set reproducible.
+        short_side: range of the shorter side in pixels (ImageNet's typical 200-500 by default).
+        aspect: range of width / height.
+
+    Returns:
+        A list of uint8 ``[3, H, W]`` tensors of different sizes.
+    """
+    rng = np.random.default_rng(seed)
+    photos = [load_photo(name) for name in PHOTOS]
+    images = []
+    for _ in range(count):
+        photo = photos[rng.integers(len(photos))]
+        width, height = photo.size
+        ratio = float(np.exp(rng.uniform(np.log(aspect[0]), np.log(aspect[1]))))
+        area = width * height * rng.uniform(0.3, 1.0)
+        crop_w = int(min(width, round(np.sqrt(area * ratio))))
+        crop_h = int(min(height, round(np.sqrt(area / ratio))))
+        left = int(rng.integers(0, width - crop_w + 1))
+        top = int(rng.integers(0, height - crop_h + 1))
+        crop = photo.crop((left, top, left + crop_w, top + crop_h))
+        target_short = int(rng.integers(short_side[0], short_side[1] + 1))
+        scale = target_short / min(crop_w, crop_h)
+        crop = crop.resize((max(1, round(crop_w * scale)), max(1, round(crop_h * scale))), Image.BILINEAR)
+        images.append(torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1).contiguous())
+    return images

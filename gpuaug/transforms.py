@@ -1,0 +1,762 @@
+"""Batched, per-sample random transforms with torchvision's names, arguments and ranges.
+
+Each transform samples one parameter set *per image* in ``make_params`` (on the images' device,
+from an optional ``torch.Generator``) and hands it to the pure kernels of
+:mod:`gpuaug.functional` in ``apply``. Calling ``t(images)`` does both; ``t(images, params=p)``
+replays a draw exactly.
+
+Example:
+    >>> import gpuaug as ga
+    >>> augment = ga.Compose([ga.RandomResizedCrop(224), ga.RandomHorizontalFlip(),
+    ...                       ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)])
+    >>> batch = augment(torch.randint(0, 256, (8, 3, 300, 400), dtype=torch.uint8))
+    >>> batch.shape, batch.dtype
+    (torch.Size([8, 3, 224, 224]), torch.float32)
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from gpuaug import functional as F
+
+__all__ = [
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "CenterCrop",
+    "ColorJitter",
+    "Compose",
+    "Normalize",
+    "RandomGrayscale",
+    "RandomHorizontalFlip",
+    "RandomResizedCrop",
+    "RandomVerticalFlip",
+    "Resize",
+    "ToDtype",
+    "Transform",
+]
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Images = Tensor | Sequence[Tensor]
+Params = dict[str, Tensor]
+
+
+# ----------------------------------------------------------------------------------------------
+# What make_params needs to know about a batch: its size, device and image sizes
+# ----------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class BatchInfo:
+    """Batch size, device and per-image ``(height, width)``, without the pixels."""
+
+    batch: int
+    device: torch.device
+    sizes: tuple[tuple[int, int], ...]
+
+    @staticmethod
+    def of(images: Images) -> BatchInfo:
+        if isinstance(images, Tensor):
+            height, width = images.shape[-2:]
+            return BatchInfo(images.shape[0], images.device, ((height, width),) * images.shape[0])
+        sizes = tuple((image.shape[-2], image.shape[-1]) for image in images)
+        return BatchInfo(len(images), images[0].device, sizes)
+
+    def resized(self, sizes: Sequence[tuple[int, int]]) -> BatchInfo:
+        return BatchInfo(self.batch, self.device, tuple(sizes))
+
+    def size_tensors(self) -> tuple[Tensor, Tensor]:
+        """Heights and widths as ``[B]`` int64 on the device (a host-to-device copy, no sync)."""
+        sizes = torch.tensor(self.sizes, dtype=torch.int64).view(-1, 2)
+        sizes = sizes.to(self.device, non_blocking=True)
+        return sizes[:, 0], sizes[:, 1]
+
+
+def _uniform(info: BatchInfo, generator: torch.Generator | None, *shape: int, dtype=torch.float32) -> Tensor:
+    """``U[0, 1)`` of shape ``[B, *shape]`` on the batch's device.
+
+    Sampled with ``generator`` on its own device; a CPU generator for CUDA images samples on the
+    CPU and copies (non-blocking), so one seeded CPU generator still reproduces a run.
+    """
+    device = info.device if generator is None else generator.device
+    values = torch.rand((info.batch, *shape), generator=generator, device=device, dtype=dtype)
+    return values.to(info.device, non_blocking=True)
+
+
+def _bernoulli(info: BatchInfo, generator: torch.Generator | None, p: float) -> Tensor:
+    return _uniform(info, generator) < p
+
+
+# ----------------------------------------------------------------------------------------------
+# Argument checks (ValueError naming the argument, at construction)
+# ----------------------------------------------------------------------------------------------
+def _check_probability(p: float, name: str = "p") -> float:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
+        raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
+    return float(p)
+
+
+def _check_size(size: Any, name: str = "size", allow_single: bool = True) -> tuple[int, ...]:
+    if isinstance(size, numbers.Integral) and not isinstance(size, bool):
+        size = (int(size),)
+    if (
+        not isinstance(size, Sequence)
+        or isinstance(size, str)
+        or len(size) not in ((1, 2) if allow_single else (2,))
+        or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size)
+    ):
+        raise ValueError(f"{name} must be a positive int or a (height, width) pair of positive ints, got {size!r}")
+    return tuple(int(v) for v in size)
+
+
+def _check_range(value: Any, name: str, *, low_bound: float, inclusive: bool) -> tuple[float, float]:
+    if (
+        not isinstance(value, Sequence)
+        or isinstance(value, str)
+        or len(value) != 2
+        or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
+    ):
+        raise ValueError(f"{name} must be a (min, max) pair of numbers, got {value!r}")
+    low, high = float(value[0]), float(value[1])
+    above = low >= low_bound if inclusive else low > low_bound
+    if not (math.isfinite(low) and math.isfinite(high)) or low > high or not above:
+        relation = "<=" if inclusive else "<"
+        raise ValueError(f"{name} must satisfy {low_bound:g} {relation} min <= max, got {value!r}")
+    return low, high
+
+
+def _check_jitter(value: Any, name: str, center: float, bound: tuple[float, float]) -> tuple[float, float] | None:
+    """torchvision's ``ColorJitter._check_input``: a number ``f`` means ``[center - f, center + f]``."""
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
+        if value < 0:
+            raise ValueError(f"{name} must be non-negative when a single number, got {value!r}")
+        low, high = center - float(value), center + float(value)
+        if center == 1.0:
+            low = max(low, 0.0)
+    elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
+        try:
+            low, high = float(value[0]), float(value[1])
+        except (TypeError, ValueError):
+            raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}") from None
+    else:
+        raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}")
+    if not bound[0] <= low <= high <= bound[1]:
+        raise ValueError(f"{name} range must lie in [{bound[0]}, {bound[1]}] with min <= max, got {[low, high]}")
+    return None if low == high == center else (low, high)
+
+
+# ----------------------------------------------------------------------------------------------
+# Base class
+# ----------------------------------------------------------------------------------------------
+class Transform:
+    """Base of every gpuaug transform.
+
+    ``t(images, params=None, generator=None)`` samples per-image parameters with ``make_params``
+    (unless given) and applies them with ``apply``. ``images`` is a uint8 or float ``[B, C, H, W]``
+    tensor (or one ``[C, H, W]`` image); transforms with ``accepts_list`` also take a list of
+    ``[C, H, W]`` tensors of different sizes and return one batch.
+    """
+
+    accepts_list = False
+
+    def __call__(self, images: Images, params: Params | None = None, generator: torch.Generator | None = None) -> Tensor:
+        single = isinstance(images, Tensor) and images.ndim == 3
+        batch = images.unsqueeze(0) if single else images
+        F.check_images(batch, type(self).__name__, allow_list=self.accepts_list)
+        if params is None:
+            params = self.make_params(batch, generator)
+        out = _as_batch(self.apply(batch, params), type(self).__name__)
+        return out[0] if single else out
+
+    def make_params(self, images: Images, generator: torch.Generator | None = None) -> Params:
+        """Per-image parameters (``[B, ...]`` tensors on the images' device) for ``apply``."""
+        return self._make_params(BatchInfo.of(images), generator)
+
+    def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
+        return {}
+
+    def apply(self, images: Images, params: Params) -> Tensor | list[Tensor]:
+        """Apply given parameters (no randomness)."""
+        raise NotImplementedError
+
+    def output_sizes(self, info: BatchInfo) -> BatchInfo:
+        """The batch after this transform (used to sample a Compose's params without pixels)."""
+        return info
+
+    def __repr__(self) -> str:
+        fields = ", ".join(f"{key}={value!r}" for key, value in self._repr_fields().items())
+        return f"{type(self).__name__}({fields})"
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {}
+
+
+def _as_batch(images: Tensor | list[Tensor], op: str) -> Tensor:
+    """Stack a list of equal-size images; a ragged result is an error (no fixed batch size)."""
+    if isinstance(images, Tensor):
+        return images
+    sizes = {tuple(image.shape) for image in images}
+    if len(sizes) != 1:
+        raise ValueError(
+            f"{op} produced images of different sizes {sorted(sizes)[:3]}...; follow it with "
+            "CenterCrop or use RandomResizedCrop / Resize((h, w)) so every image gets one size"
+        )
+    return torch.stack(list(images))
+
+
+def _list_loop(images: Sequence[Tensor], mask: Tensor, op) -> list[Tensor]:
+    """Apply ``op`` to the images of a ragged list whose mask is set.
+
+    A per-image loop, only for a list that has not yet met its first geometric op; ``.tolist()``
+    reads the mask on the host (one sync on CUDA).
+    """
+    return [op(image) if flag else image for image, flag in zip(images, mask.tolist())]
+
+
+# ----------------------------------------------------------------------------------------------
+# Flips
+# ----------------------------------------------------------------------------------------------
+class RandomHorizontalFlip(Transform):
+    """Mirror each image left-right with probability ``p``, independently per image.
+
+    Args:
+        p: probability of a flip.
+
+    Shape:
+        ``[B, C, H, W]`` (or a list) -> same.
+
+    Example:
+        >>> RandomHorizontalFlip(p=1.0)(torch.arange(4.0).view(1, 1, 1, 4))
+        tensor([[[[3., 2., 1., 0.]]]])
+    """
+
+    accepts_list = True
+    _kernel = staticmethod(F.hflip)
+    _dims = (-1,)
+
+    def __init__(self, p: float = 0.5) -> None:
+        self.p = _check_probability(p)
+
+    def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
+        return {"flip": _bernoulli(info, generator, self.p)}
+
+    def apply(self, images: Images, params: Params) -> Tensor | list[Tensor]:
+        if isinstance(images, Tensor):
+            return self._kernel(images, params["flip"])
+        return _list_loop(images, params["flip"], lambda image: image.flip(self._dims))
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+
+class RandomVerticalFlip(RandomHorizontalFlip):
+    """Mirror each image top-bottom with probability ``p``, independently per image.
+
+    Example:
+        >>> RandomVerticalFlip(p=1.0)(torch.arange(2.0).view(1, 1, 2, 1)).flatten().tolist()
+        [1.0, 0.0]
+    """
+
+    _kernel = staticmethod(F.vflip)
+    _dims = (-2,)
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry
+# ----------------------------------------------------------------------------------------------
+class RandomResizedCrop(Transform):
+    """Crop a random area and aspect ratio of each image and resize it to ``size``.
+
+    torchvision's sampling, per image: up to 10 draws of an area fraction in ``scale`` and a
+    log-uniform aspect ratio in ``ratio``; the first box that fits is placed uniformly; after 10
+    misses, a centre crop clipped to ``ratio``. All 10 draws are made for every image at once, so
+    there is no loop and no host sync.
+
+    Args:
+        size: output ``(height, width)``, or one int for a square.
+        scale: range of the crop's area as a fraction of the image's.
+        ratio: range of the crop's aspect ratio (width / height).
+        antialias: antialiased bilinear resize, as torchvision's default.
+
+    Shape:
+        ``[B, C, H, W]`` or a list of ``[C, H_i, W_i]`` -> ``[B, C, size[0], size[1]]``.
+        Params: ``boxes`` ``[B, 4]`` int64 ``(top, left, height, width)``.
+
+    Example:
+        >>> RandomResizedCrop(200, scale=(0.1, 1), ratio=(0.5, 2))(torch.rand(4, 3, 300, 400)).shape
+        torch.Size([4, 3, 200, 200])
+    """
+
+    accepts_list = True
+    attempts = 10
+
+    def __init__(
+        self,
+        size: int | Sequence[int],
+        scale: Sequence[float] = (0.08, 1.0),
+        ratio: Sequence[float] = (3.0 / 4.0, 4.0 / 3.0),
+        antialias: bool = True,
+    ) -> None:
+        size = _check_size(size)
+        self.size = (size[0], size[0]) if len(size) == 1 else size
+        self.scale = _check_range(scale, "scale", low_bound=0.0, inclusive=True)
+        self.ratio = _check_range(ratio, "ratio", low_bound=0.0, inclusive=False)
+        self.antialias = bool(antialias)
+
+    def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
+        heights, widths = (values.to(torch.float64).unsqueeze(1) for values in info.size_tensors())
+        draws = _uniform(info, generator, self.attempts, 2, dtype=torch.float64)
+        scale_low, scale_high = self.scale
+        log_low, log_high = math.log(self.ratio[0]), math.log(self.ratio[1])
+        target_area = heights * widths * (scale_low + (scale_high - scale_low) * draws[..., 0])
+        aspect = torch.exp(log_low + (log_high - log_low) * draws[..., 1])
+        crop_w = torch.round(torch.sqrt(target_area * aspect))
+        crop_h = torch.round(torch.sqrt(target_area / aspect))
+        fits = (crop_w > 0) & (crop_w <= widths) & (crop_h > 0) & (crop_h <= heights)
+        first_fit = fits.to(torch.int8).argmax(dim=1, keepdim=True)  # first True (0 if none)
+        crop_w = crop_w.gather(1, first_fit).squeeze(1)
+        crop_h = crop_h.gather(1, first_fit).squeeze(1)
+        heights, widths = heights.squeeze(1), widths.squeeze(1)
+
+        # torchvision's fallback: a centre crop, clipped to the ratio range
+        in_ratio = widths / heights
+        fallback_w = torch.where(in_ratio > self.ratio[1], torch.round(heights * self.ratio[1]), widths)
+        fallback_h = torch.where(in_ratio < self.ratio[0], torch.round(widths / self.ratio[0]), heights)
+        any_fit = fits.any(dim=1)
+        crop_w = torch.where(any_fit, crop_w, fallback_w)
+        crop_h = torch.where(any_fit, crop_h, fallback_h)
+
+        offsets = _uniform(info, generator, 2, dtype=torch.float64)
+        top = torch.where(
+            any_fit, torch.floor(offsets[:, 0] * (heights - crop_h + 1)), torch.div(heights - crop_h, 2, rounding_mode="floor")
+        )
+        left = torch.where(
+            any_fit, torch.floor(offsets[:, 1] * (widths - crop_w + 1)), torch.div(widths - crop_w, 2, rounding_mode="floor")
+        )
+        boxes = torch.stack([top, left, crop_h, crop_w], dim=1).to(torch.int64)
+        return {"boxes": boxes}
+
+    def apply(self, images: Images, params: Params, hflip: Tensor | None = None, vflip: Tensor | None = None) -> Tensor:
+        return F.resized_crop(images, params["boxes"], self.size, hflip, vflip, antialias=self.antialias)
+
+    def output_sizes(self, info: BatchInfo) -> BatchInfo:
+        return info.resized([self.size] * info.batch)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"size": self.size, "scale": self.scale, "ratio": self.ratio, "antialias": self.antialias}
+
+
+class Resize(Transform):
+    """Resize like torchvision: an int resizes the shorter side keeping the aspect ratio.
+
+    Args:
+        size: one int (shorter side) or ``(height, width)``.
+        antialias: antialiased bilinear, torchvision's default.
+
+    Shape:
+        ``[B, C, H, W]`` -> ``[B, C, h, w]``. A ragged list is resized image by image; with an int
+        size the results can still differ in size, so follow it with ``CenterCrop`` in a Compose.
+
+    Example:
+        >>> Resize(256)(torch.rand(2, 3, 300, 400)).shape
+        torch.Size([2, 3, 256, 341])
+    """
+
+    accepts_list = True
+
+    def __init__(self, size: int | Sequence[int], antialias: bool = True) -> None:
+        self.size = _check_size(size)
+        self.antialias = bool(antialias)
+
+    def apply(self, images: Images, params: Params) -> Tensor | list[Tensor]:
+        return F.resize(images, self.size, antialias=self.antialias)
+
+    def output_sizes(self, info: BatchInfo) -> BatchInfo:
+        return info.resized([F.resize_output_size(h, w, self.size) for h, w in info.sizes])
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"size": self.size if len(self.size) == 2 else self.size[0], "antialias": self.antialias}
+
+
+class CenterCrop(Transform):
+    """Crop the centre of every image (zero-padding images smaller than ``size``, as torchvision).
+
+    Shape:
+        ``[B, C, H, W]`` or a list of ``[C, H_i, W_i]`` -> ``[B, C, size[0], size[1]]``.
+
+    Example:
+        >>> CenterCrop(224)([torch.rand(3, 256, 300), torch.rand(3, 300, 256)]).shape
+        torch.Size([2, 3, 224, 224])
+    """
+
+    accepts_list = True
+
+    def __init__(self, size: int | Sequence[int]) -> None:
+        size = _check_size(size)
+        self.size = (size[0], size[0]) if len(size) == 1 else size
+
+    def apply(self, images: Images, params: Params) -> Tensor:
+        return F.center_crop(images, self.size)
+
+    def output_sizes(self, info: BatchInfo) -> BatchInfo:
+        return info.resized([self.size] * info.batch)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"size": self.size}
+
+
+# ----------------------------------------------------------------------------------------------
+# Colour
+# ----------------------------------------------------------------------------------------------
+class ColorJitter(Transform):
+    """Randomly change brightness, contrast, saturation and hue, with a fresh draw per image.
+
+    Ranges as torchvision: a number ``f`` for brightness/contrast/saturation means factors in
+    ``[max(0, 1 - f), 1 + f]``, a pair means that range; ``hue`` ``h`` means ``[-h, h]`` turns
+    within ``[-0.5, 0.5]``. Brightness, contrast and saturation *multiply*, as in torchvision and
+    PIL (Kornia's ``RandomBrightness`` adds; we do not).
+
+    Order: torchvision draws a random order of the four ops per call; gpuaug draws one per image
+    (params ``order``, a permutation of 0=brightness, 1=contrast, 2=saturation, 3=hue) and
+    applies the ops in that order, clamping (and truncating uint8) after each one exactly as
+    torchvision does.
+
+    Inside a ``Compose`` that ends in ``ToDtype``/``Normalize``, the jitter runs instead as one
+    fused affine pass (``functional.fused_color_normalize``): brightness, contrast and saturation
+    commute when nothing clips, so the order no longer matters, and only the clipping between
+    ops is lost. With ``hue_mode="hsv"`` (default) hue is torchvision's HSV rotation and prevents
+    that fusion; ``hue_mode="yiq"`` uses a rotation about the grey axis instead (a 3x3 matrix,
+    what DALI does): fusible, close to but not equal to HSV.
+
+    Args:
+        brightness, contrast, saturation: number or (min, max) factors, >= 0.
+        hue: number in [0, 0.5] or (min, max) within [-0.5, 0.5].
+        hue_mode: ``"hsv"`` (torchvision) or ``"yiq"`` (linear approximation).
+
+    Shape:
+        ``[B, 3, H, W]`` -> same. Params: ``order`` ``[B, 4]`` and one ``[B]`` factor tensor per
+        enabled op (``brightness``, ``contrast``, ``saturation``, ``hue``).
+
+    Example:
+        >>> ColorJitter(brightness=0.5, hue=0.1)(torch.rand(4, 3, 8, 8)).shape
+        torch.Size([4, 3, 8, 8])
+    """
+
+    def __init__(
+        self,
+        brightness: float | Sequence[float] = 0,
+        contrast: float | Sequence[float] = 0,
+        saturation: float | Sequence[float] = 0,
+        hue: float | Sequence[float] = 0,
+        *,
+        hue_mode: str = "hsv",
+    ) -> None:
+        self.brightness = _check_jitter(brightness, "brightness", 1.0, (0.0, math.inf))
+        self.contrast = _check_jitter(contrast, "contrast", 1.0, (0.0, math.inf))
+        self.saturation = _check_jitter(saturation, "saturation", 1.0, (0.0, math.inf))
+        self.hue = _check_jitter(hue, "hue", 0.0, (-0.5, 0.5))
+        if hue_mode not in ("hsv", "yiq"):
+            raise ValueError(f"hue_mode must be 'hsv' or 'yiq', got {hue_mode!r}")
+        self.hue_mode = hue_mode
+
+    @property
+    def fusible(self) -> bool:
+        """Whether every op is affine (no HSV hue), so it can join a fused colour pass."""
+        return self.hue is None or self.hue_mode == "yiq"
+
+    def _ranges(self) -> dict[str, tuple[float, float] | None]:
+        return {"brightness": self.brightness, "contrast": self.contrast, "saturation": self.saturation, "hue": self.hue}
+
+    def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
+        params = {"order": _uniform(info, generator, 4).argsort(dim=1)}
+        for name, bounds in self._ranges().items():
+            if bounds is not None:
+                low, high = bounds
+                params[name] = low + (high - low) * _uniform(info, generator)
+        return params
+
+    def apply(self, images: Images, params: Params) -> Tensor:
+        F.check_images(images, "ColorJitter", rgb=True)
+        if self.hue is not None and self.hue_mode == "yiq":
+            jittered = F.fused_color_normalize(
+                images, params.get("brightness"), params.get("contrast"), params.get("saturation"), params.get("hue")
+            )
+            return F.to_dtype(jittered, images.dtype)
+        return F.color_jitter(
+            images, params.get("brightness"), params.get("contrast"), params.get("saturation"), params.get("hue"), params["order"]
+        )
+
+    def _repr_fields(self) -> dict[str, Any]:
+        fields: dict[str, Any] = {name: bounds for name, bounds in self._ranges().items() if bounds is not None}
+        if self.hue_mode != "hsv":
+            fields["hue_mode"] = self.hue_mode
+        return fields
+
+
+class RandomGrayscale(Transform):
+    """Turn each image gray (luma in all 3 channels) with probability ``p``, per image.
+
+    Example:
+        >>> RandomGrayscale(p=1.0)(torch.rand(2, 3, 4, 4)).std(dim=1).max() < 1e-6
+        tensor(True)
+    """
+
+    def __init__(self, p: float = 0.1) -> None:
+        self.p = _check_probability(p)
+
+    def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
+        return {"gray": _bernoulli(info, generator, self.p)}
+
+    def apply(self, images: Images, params: Params) -> Tensor:
+        return F.rgb_to_grayscale(images, params["gray"])
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"p": self.p}
+
+
+# ----------------------------------------------------------------------------------------------
+# dtype and normalisation
+# ----------------------------------------------------------------------------------------------
+class ToDtype(Transform):
+    """Convert to ``dtype``; with ``scale`` uint8 [0, 255] maps to float [0, 1] and back.
+
+    Example:
+        >>> ToDtype(torch.float32)(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)).flatten().tolist()
+        [1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, dtype: torch.dtype = torch.float32, scale: bool = True) -> None:
+        if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype == torch.uint8):
+            raise ValueError(f"dtype must be torch.uint8 or a floating torch dtype, got {dtype!r}")
+        self.dtype = dtype
+        self.scale = bool(scale)
+
+    def apply(self, images: Images, params: Params) -> Tensor:
+        return F.to_dtype(images, self.dtype, self.scale)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"dtype": self.dtype, "scale": self.scale}
+
+
+class Normalize(Transform):
+    """``(image - mean) / std`` per channel. A uint8 batch is first scaled to float32 in [0, 1].
+
+    Example:
+        >>> Normalize([0.5], [0.5])(torch.ones(1, 1, 2, 2)).flatten().tolist()
+        [1.0, 1.0, 1.0, 1.0]
+    """
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        self.mean = self._check(mean, "mean")
+        self.std = self._check(std, "std")
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}")
+        if any(value == 0 for value in self.std):
+            raise ValueError(f"std must not contain zero, got {self.std}")
+
+    @staticmethod
+    def _check(values: Any, name: str) -> tuple[float, ...]:
+        if isinstance(values, numbers.Real) and not isinstance(values, bool):
+            values = (values,)
+        if isinstance(values, Tensor):
+            values = values.tolist()
+        if (
+            not isinstance(values, Sequence)
+            or isinstance(values, str)
+            or not values
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+        ):
+            raise ValueError(f"{name} must be a non-empty sequence of finite numbers, got {values!r}")
+        return tuple(float(v) for v in values)
+
+    def apply(self, images: Images, params: Params) -> Tensor:
+        channels = images.shape[1]
+        if len(self.mean) not in (1, channels):
+            raise ValueError(f"Normalize has {len(self.mean)} mean/std values for images with {channels} channels")
+        return F.normalize(images, self.mean, self.std)
+
+    def _repr_fields(self) -> dict[str, Any]:
+        return {"mean": self.mean, "std": self.std}
+
+
+# ----------------------------------------------------------------------------------------------
+# Compose, with fusion of the hot paths
+# ----------------------------------------------------------------------------------------------
+_FLIPS = (RandomHorizontalFlip, RandomVerticalFlip)
+
+
+def _is_float_cast(transform: Transform) -> bool:
+    return isinstance(transform, ToDtype) and transform.dtype.is_floating_point and transform.scale
+
+
+class Compose(Transform):
+    """Apply transforms in order, sampling every transform's per-image params from one generator.
+
+    With ``fuse=True`` (default) two runs execute as single kernels, on the same params (so a
+    replay gives the same draws either way):
+
+    * flips around a ``RandomResizedCrop`` join its resampling (a flip *before* the crop mirrors
+      the box, which is exact);
+    * a run of ``ColorJitter`` (without HSV hue), ``RandomGrayscale`` and flips that ends in
+      ``ToDtype(float)`` and/or ``Normalize`` becomes one affine pass from uint8 to the normalised
+      float batch (``functional.fused_color_normalize``; the op-by-op clamps are skipped, see its
+      docstring and the measured error in the tests).
+
+    ``fuse=False`` runs every transform op by op with torchvision's exact semantics.
+
+    Args:
+        transforms: gpuaug transforms (use ``gpuaug.from_torchvision`` for torchvision ones).
+        fuse: fuse the runs above.
+
+    Shape:
+        ``[B, C, H, W]`` or, if the first geometric op is the first transform (flips may precede
+        it), a list of ``[C, H_i, W_i]`` -> one batch. Params: a flat dict keyed
+        ``"<index>.<name>"`` (e.g. ``"0.boxes"``, ``"2.brightness"``).
+
+    Example:
+        >>> augment = Compose([RandomResizedCrop(64), RandomHorizontalFlip(), ToDtype(torch.float32)])
+        >>> augment([torch.rand(3, 80, 90), torch.rand(3, 100, 70)]).shape
+        torch.Size([2, 3, 64, 64])
+    """
+
+    def __init__(self, transforms: Sequence[Transform], fuse: bool = True) -> None:
+        if isinstance(transforms, Transform) or not isinstance(transforms, Sequence):
+            raise ValueError("transforms must be a list of gpuaug transforms")
+        bad = [type(t).__name__ for t in transforms if not isinstance(t, Transform)]
+        if bad:
+            raise ValueError(
+                f"transforms must be gpuaug transforms; got {', '.join(bad)} "
+                "(convert torchvision pipelines with gpuaug.from_torchvision)"
+            )
+        self.transforms = list(transforms)
+        self.fuse = bool(fuse)
+        self._stages = self._plan() if self.fuse else [("single", [i]) for i in range(len(self.transforms))]
+        self.accepts_list = bool(self.transforms) and self.transforms[0].accepts_list
+
+    # -- planning ----------------------------------------------------------------------------
+    def _plan(self) -> list[tuple[str, list[int]]]:
+        stages: list[tuple[str, list[int]]] = []
+        transforms, count, index = self.transforms, len(self.transforms), 0
+        while index < count:
+            # [flips] RandomResizedCrop [flips]
+            end = index
+            while end < count and isinstance(transforms[end], _FLIPS):
+                end += 1
+            if end < count and isinstance(transforms[end], RandomResizedCrop):
+                end += 1
+                while end < count and isinstance(transforms[end], _FLIPS):
+                    end += 1
+                stages.append(("crop", list(range(index, end))))
+                index = end
+                continue
+            # [ColorJitter | RandomGrayscale | flips]* then [ToDtype(float) | Normalize]+
+            end, jitters = index, 0
+            while end < count and (
+                isinstance(transforms[end], (RandomGrayscale, *_FLIPS))
+                or (isinstance(transforms[end], ColorJitter) and transforms[end].fusible and jitters == 0)
+            ):
+                jitters += isinstance(transforms[end], ColorJitter)
+                end += 1
+            tail, normalizes = end, 0
+            while tail < count and (
+                _is_float_cast(transforms[tail]) or (isinstance(transforms[tail], Normalize) and normalizes == 0)
+            ):
+                normalizes += isinstance(transforms[tail], Normalize)
+                tail += 1
+            if tail > end:
+                stages.append(("color", list(range(index, tail))))
+                index = tail
+            else:
+                stages.append(("single", [index]))
+                index += 1
+        return stages
+
+    # -- params ------------------------------------------------------------------------------
+    def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
+        params: Params = {}
+        for index, transform in enumerate(self.transforms):
+            for name, value in transform._make_params(info, generator).items():
+                params[f"{index}.{name}"] = value
+            info = transform.output_sizes(info)
+        return params
+
+    def output_sizes(self, info: BatchInfo) -> BatchInfo:
+        for transform in self.transforms:
+            info = transform.output_sizes(info)
+        return info
+
+    def _params_of(self, params: Params, index: int) -> Params:
+        prefix = f"{index}."
+        return {key[len(prefix) :]: value for key, value in params.items() if key.startswith(prefix)}
+
+    # -- execution ---------------------------------------------------------------------------
+    def apply(self, images: Images, params: Params) -> Tensor | list[Tensor]:
+        for kind, indices in self._stages:
+            members = [(self.transforms[i], self._params_of(params, i)) for i in indices]
+            if kind == "crop":
+                images = self._apply_crop(images, members)
+            elif kind == "color":
+                images = self._apply_color(images, members)
+            else:
+                transform, transform_params = members[0]
+                F.check_images(images, type(transform).__name__, allow_list=transform.accepts_list)
+                images = transform.apply(images, transform_params)
+        return images
+
+    @staticmethod
+    def _apply_crop(images: Images, members: list[tuple[Transform, Params]]) -> Tensor:
+        crop_at = next(i for i, (t, _) in enumerate(members) if isinstance(t, RandomResizedCrop))
+        crop, crop_params = members[crop_at]
+        boxes = crop_params["boxes"]
+        device = boxes.device
+        flips = {RandomHorizontalFlip: torch.zeros(boxes.shape[0], dtype=torch.bool, device=device)}
+        flips[RandomVerticalFlip] = flips[RandomHorizontalFlip].clone()
+        before = {kind: mask.clone() for kind, mask in flips.items()}
+        for position, (transform, transform_params) in enumerate(members):
+            if isinstance(transform, _FLIPS):
+                mask = transform_params["flip"].to(device)
+                flips[type(transform)] ^= mask
+                if position < crop_at:
+                    before[type(transform)] ^= mask
+        # A flip before the crop equals a crop of the mirrored box, flipped after: exact.
+        heights, widths = BatchInfo.of(images).size_tensors()
+        top, left, height, width = boxes.unbind(1)
+        left = torch.where(before[RandomHorizontalFlip], widths.to(device) - left - width, left)
+        top = torch.where(before[RandomVerticalFlip], heights.to(device) - top - height, top)
+        boxes = torch.stack([top, left, height, width], dim=1)
+        return crop.apply(images, {"boxes": boxes}, hflip=flips[RandomHorizontalFlip], vflip=flips[RandomVerticalFlip])
+
+    @staticmethod
+    def _apply_color(images: Images, members: list[tuple[Transform, Params]]) -> Tensor:
+        F.check_images(images, "Compose (colour and normalisation)", rgb=True)
+        factors: dict[str, Tensor | None] = {"brightness": None, "contrast": None, "saturation": None, "hue": None}
+        gray = None
+        mean = std = None
+        dtype = images.dtype if images.is_floating_point() else torch.float32
+        for transform, transform_params in members:
+            if isinstance(transform, RandomHorizontalFlip):  # also RandomVerticalFlip
+                images = transform.apply(images, transform_params)
+            elif isinstance(transform, ColorJitter):
+                factors = {name: transform_params.get(name) for name in factors}
+            elif isinstance(transform, RandomGrayscale):
+                mask = transform_params["gray"]
+                gray = mask if gray is None else gray | mask
+            elif isinstance(transform, ToDtype):
+                dtype = transform.dtype
+            elif isinstance(transform, Normalize):
+                mean, std = transform.mean, transform.std
+        if mean is not None and len(mean) == 1:
+            mean, std = mean * 3, std * 3
+        return F.fused_color_normalize(images, **factors, grayscale_mask=gray, mean=mean, std=std, dtype=dtype)
+
+    def __repr__(self) -> str:
+        lines = ",\n".join(f"    {transform!r}" for transform in self.transforms)
+        suffix = "" if self.fuse else ", fuse=False"
+        return f"Compose([\n{lines}\n]{suffix})"

@@ -1,0 +1,102 @@
+"""Preview grid, the safe transform parser and the `python -m gpuaug preview` command."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torchvision import transforms as tv1
+
+import gpuaug as ga
+from gpuaug.__main__ import main
+from gpuaug.parse import TransformSyntaxError, parse_transform
+from gpuaug.preview import GAP, grid
+from gpuaug.samples import load_photo
+
+
+def test_grid_shape_seed_and_per_tile_draws():
+    photo = load_photo("chelsea")
+    transform = ga.Compose([ga.RandomResizedCrop(64, scale=(0.1, 1)), ga.ColorJitter(0.5, 0.5, 0.5, 0.2)])
+    picture = grid(photo, transform, rows=2, cols=3, seed=1)
+    assert picture.size == (3 * 64 + 2 * GAP, 2 * 64 + GAP)
+    assert np.array_equal(np.asarray(picture), np.asarray(grid(photo, transform, rows=2, cols=3, seed=1)))
+    assert not np.array_equal(np.asarray(picture), np.asarray(grid(photo, transform, rows=2, cols=3, seed=2)))
+    tiles = [np.asarray(picture)[:64, col * (64 + GAP) : col * (64 + GAP) + 64] for col in range(3)]
+    assert not np.array_equal(tiles[0], tiles[1]) and not np.array_equal(tiles[1], tiles[2])
+    assert (np.asarray(picture)[:, 64 : 64 + GAP] == 255).all()  # white gaps
+
+
+def test_grid_undoes_normalize_and_takes_torchvision():
+    photo = load_photo("astronaut").resize((64, 64))
+    picture = grid(photo, ga.Compose([ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]), rows=1, cols=1)
+    assert np.abs(np.asarray(picture).astype(int) - np.asarray(photo).astype(int)).max() <= 1
+    flipped = grid(photo, tv1.Compose([tv1.RandomHorizontalFlip(p=1.0)]), rows=1, cols=1)
+    assert np.array_equal(np.asarray(flipped), np.asarray(photo)[:, ::-1])
+
+
+def test_parser_builds_transforms():
+    crop = parse_transform("RandomResizedCrop(200, scale=(0.1, 1), ratio=(0.5, 2))")
+    assert isinstance(crop, ga.RandomResizedCrop) and crop.scale == (0.1, 1.0) and crop.ratio == (0.5, 2.0)
+    pipeline = parse_transform(
+        "Compose([RandomHorizontalFlip(), ColorJitter(brightness=0.5, hue=0.1), ToDtype(torch.bfloat16), "
+        "Normalize(IMAGENET_MEAN, IMAGENET_STD)])"
+    )
+    assert [type(t).__name__ for t in pipeline.transforms] == ["RandomHorizontalFlip", "ColorJitter", "ToDtype", "Normalize"]
+    assert pipeline.transforms[2].dtype == torch.bfloat16
+    assert len(parse_transform("[ga.RandomVerticalFlip(0.2), CenterCrop((10, 20))]").transforms) == 2
+
+
+@pytest.mark.parametrize(
+    "text,fragment",
+    [
+        ("__import__('os').system('true')", "unknown transform"),
+        ("RandomResizedCrop(open('x'))", "unknown transform"),
+        ("RandomResizedCrop(size=x)", "unknown name"),
+        ("RandomResizedCrop(224", "cannot parse"),
+        ("RandomResizedCrop(224, scale=(0.9, 0.1))", "scale"),
+        ("RandomResizedCrop(224, colour=1)", "unexpected keyword"),
+        ("ColorJitter(**{'hue': 0.1})", "kwargs"),
+        ("42", "expected a transform call"),
+        ("RandomHorizontalFlip(p=[1 for _ in ()])", "not a literal"),
+    ],
+)
+def test_parser_rejects_in_one_line(text, fragment):
+    with pytest.raises(TransformSyntaxError, match=fragment) as caught:
+        parse_transform(text)
+    assert "\n" not in str(caught.value)
+
+
+def test_cli_writes_grid(tmp_path):
+    out = tmp_path / "grid.png"
+    code = main(
+        [
+            "preview",
+            "skimage:chelsea",
+            "-t",
+            "RandomResizedCrop(50, scale=(0.1, 1), ratio=(0.5, 2))",
+            "--rows",
+            "2",
+            "--cols",
+            "4",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert Image.open(out).size == (4 * 50 + 3 * GAP, 2 * 50 + GAP)
+
+
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path):
+    for args in (
+        ["preview", "skimage:chelsea", "-t", "Rotate(30)", "-o", str(tmp_path / "a.png")],
+        ["preview", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "b.png")],
+        ["preview", "skimage:unicorn", "-o", str(tmp_path / "c.png")],
+    ):
+        result = subprocess.run([sys.executable, "-m", "gpuaug", *args], capture_output=True, text=True, timeout=120)
+        assert result.returncode == 2, result.stderr
+        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
+        assert "Traceback" not in result.stderr

@@ -1,0 +1,364 @@
+"""Transforms: per-sample draws, probabilities, ranges, determinism, replay, lists, arguments."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from scipy import stats
+from torchvision import transforms as tv1
+
+import gpuaug as ga
+from gpuaug import functional as F
+
+SEED_PIPELINE = [
+    ga.RandomResizedCrop(200, scale=(0.1, 1), ratio=(0.5, 2)),
+    ga.RandomHorizontalFlip(),
+    ga.ColorJitter(brightness=0.5, contrast=0.5, saturation=0.5, hue=0.5),
+]
+FINETUNE_TRAIN = [ga.RandomResizedCrop(224), ga.RandomHorizontalFlip(), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]
+
+
+def generator(seed: int, device="cpu") -> torch.Generator:
+    return torch.Generator(device=device).manual_seed(seed)
+
+
+# ----------------------------------------------------------------------------------------------
+# probabilities: binomial tests
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("p", [0.5, 0.3, 0.0, 1.0])
+@pytest.mark.parametrize("cls,axis", [(ga.RandomHorizontalFlip, -1), (ga.RandomVerticalFlip, -2)])
+def test_flip_probability_binomial(cls, axis, p, device):
+    count = 4000
+    images = (
+        torch.arange(2, dtype=torch.float32, device=device).view(1, 1, 2, 1)
+        if axis == -2
+        else torch.arange(2, dtype=torch.float32, device=device).view(1, 1, 1, 2)
+    )
+    out = cls(p)(images.expand(count, 1, *images.shape[-2:]).contiguous(), generator=generator(1, device))
+    flipped = int((out.flatten(1)[:, 0] == 1).sum())
+    if p in (0.0, 1.0):
+        assert flipped == int(p * count)
+    else:
+        assert stats.binomtest(flipped, count, p).pvalue > 1e-4
+
+
+@pytest.mark.parametrize("p", [0.1, 0.6])
+def test_grayscale_probability_binomial(p):
+    count = 4000
+    images = torch.tensor([1.0, 0.0, 0.0]).view(1, 3, 1, 1).expand(count, 3, 1, 1).contiguous()
+    out = ga.RandomGrayscale(p)(images, generator=generator(2))
+    gray = int((out[:, 1, 0, 0] > 0).sum())
+    assert stats.binomtest(gray, count, p).pvalue > 1e-4
+
+
+def test_flip_params_are_per_image_and_replayable(photo_batch):
+    flip = ga.RandomHorizontalFlip()
+    params = flip.make_params(photo_batch, generator(5))
+    assert params["flip"].shape == (12,) and params["flip"].dtype == torch.bool
+    assert 0 < int(params["flip"].sum()) < 12
+    out = flip(photo_batch, params=params)
+    for image, result, flag in zip(photo_batch, out, params["flip"].tolist()):
+        assert torch.equal(result, image.flip(-1) if flag else image)
+
+
+# ----------------------------------------------------------------------------------------------
+# RandomResizedCrop sampling
+# ----------------------------------------------------------------------------------------------
+def test_random_resized_crop_boxes_inside_and_in_range(device):
+    count, height, width = 3000, 300, 400
+    crop = ga.RandomResizedCrop(64, scale=(0.1, 0.6), ratio=(0.5, 2.0))
+    images = [torch.zeros(3, height, width, dtype=torch.uint8, device=device)] * count
+    boxes = crop.make_params(images, generator(3, device))["boxes"].cpu().double()
+    top, left, box_h, box_w = boxes.unbind(1)
+    assert (top >= 0).all() and (left >= 0).all()
+    assert (top + box_h <= height).all() and (left + box_w <= width).all()
+    assert (box_h > 0).all() and (box_w > 0).all()
+    # area and aspect within the ranges, up to the rounding of width and height to integers
+    area = box_h * box_w / (height * width)
+    rounding = (box_h + box_w + 1) / (height * width)
+    assert (area >= 0.1 - rounding).all() and (area <= 0.6 + rounding).all()
+    aspect = box_w / box_h
+    assert (aspect >= 0.5 * (1 - 1 / box_w) * (1 - 1 / box_h)).all()
+    assert (aspect <= 2.0 * (1 + 1 / box_w) * (1 + 1 / box_h)).all()
+    # offsets are uniform over the free room
+    relative = top / (height - box_h + 1)
+    assert stats.kstest(relative.numpy(), "uniform").pvalue > 1e-4
+
+
+def test_random_resized_crop_distribution_matches_torchvision():
+    """Same sampler as torchvision's get_params: two-sample KS tests on area, aspect and offsets."""
+    count, height, width = 3000, 200, 350
+    scale, ratio = (0.08, 1.0), (3 / 4, 4 / 3)
+    ours = (
+        ga.RandomResizedCrop(32, scale, ratio)
+        .make_params([torch.zeros(3, height, width)] * count, generator(4))["boxes"]
+        .double()
+    )
+    torch.manual_seed(4)
+    theirs = torch.tensor(
+        [tv1.RandomResizedCrop.get_params(torch.zeros(3, height, width), list(scale), list(ratio)) for _ in range(count)],
+        dtype=torch.float64,
+    )
+    for column in range(4):
+        assert stats.ks_2samp(ours[:, column].numpy(), theirs[:, column].numpy()).pvalue > 1e-4, column
+    assert stats.ks_2samp((ours[:, 2] * ours[:, 3]).numpy(), (theirs[:, 2] * theirs[:, 3]).numpy()).pvalue > 1e-4
+
+
+def test_random_resized_crop_falls_back_to_centre_crop():
+    # an area of 2-3x the image can never fit: torchvision's fallback, centre crop clipped to ratio
+    crop = ga.RandomResizedCrop(16, scale=(2.0, 3.0), ratio=(0.75, 4 / 3))
+    wide = crop.make_params([torch.zeros(3, 100, 400)], generator(0))["boxes"][0].tolist()
+    assert wide == [0, (400 - 133) // 2, 100, 133]
+    tall = crop.make_params([torch.zeros(3, 400, 90)], generator(0))["boxes"][0].tolist()
+    assert tall == [(400 - 120) // 2, 0, 120, 90]
+    square = crop.make_params([torch.zeros(3, 100, 110)], generator(0))["boxes"][0].tolist()
+    assert square == [0, 0, 100, 110]
+
+
+def test_identical_images_get_different_outputs(photo_batch):
+    same = photo_batch[:1].expand(16, -1, -1, -1).contiguous()
+    for transform in (ga.Compose(SEED_PIPELINE), ga.RandomResizedCrop(48), ga.ColorJitter(0.5, 0.5, 0.5, 0.2)):
+        out = transform(same, generator=generator(6))
+        distinct = {hash(image.cpu().numpy().tobytes()) for image in out}
+        assert len(distinct) >= 14, type(transform).__name__
+
+
+# ----------------------------------------------------------------------------------------------
+# ColorJitter sampling
+# ----------------------------------------------------------------------------------------------
+def test_color_jitter_factor_ranges_uniform():
+    jitter = ga.ColorJitter(brightness=0.5, contrast=(0.2, 0.9), saturation=1.5, hue=0.3)
+    params = jitter.make_params(torch.zeros(5000, 3, 1, 1), generator(7))
+    for name, (low, high) in {
+        "brightness": (0.5, 1.5),
+        "contrast": (0.2, 0.9),
+        "saturation": (0.0, 2.5),
+        "hue": (-0.3, 0.3),
+    }.items():
+        values = params[name].double()
+        assert values.min() >= low and values.max() <= high
+        assert stats.kstest(values.numpy(), "uniform", args=(low, high - low)).pvalue > 1e-4, name
+
+
+def test_color_jitter_draws_a_uniform_order_per_image():
+    order = ga.ColorJitter(0.1, 0.1, 0.1, 0.1).make_params(torch.zeros(4800, 3, 1, 1), generator(8))["order"]
+    assert torch.equal(order.sort(dim=1).values, torch.arange(4).expand(4800, 4))
+    counts = torch.unique(order, dim=0, return_counts=True)[1]
+    assert len(counts) == 24  # all permutations occur
+    assert stats.chisquare(counts.numpy()).pvalue > 1e-4
+
+
+def test_color_jitter_disabled_ops_are_not_sampled():
+    params = ga.ColorJitter(brightness=0.4).make_params(torch.zeros(2, 3, 1, 1), generator(0))
+    assert set(params) == {"order", "brightness"}
+    assert ga.ColorJitter()(torch.rand(2, 3, 4, 4), generator=generator(0)).shape == (2, 3, 4, 4)
+
+
+def test_color_jitter_yiq_mode_is_affine_and_marked():
+    jitter = ga.ColorJitter(0.2, 0.2, 0.2, 0.1, hue_mode="yiq")
+    assert jitter.fusible and not ga.ColorJitter(hue=0.1).fusible
+    assert "hue_mode='yiq'" in repr(jitter)
+    images = torch.rand(4, 3, 8, 8)
+    out = jitter(images, generator=generator(0))
+    assert out.dtype == images.dtype and out.shape == images.shape
+
+
+# ----------------------------------------------------------------------------------------------
+# Compose: determinism, replay, fusion, lists, dtype
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("fuse", [True, False])
+def test_same_seed_same_bits_other_seed_differs(photo_list, device, fuse):
+    images = [image.to(device) for image in photo_list]
+    augment = ga.Compose(SEED_PIPELINE + [ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)], fuse=fuse)
+    first = augment(images, generator=generator(11, device))
+    again = augment(images, generator=generator(11, device))
+    other = augment(images, generator=generator(12, device))
+    assert torch.equal(first, again)
+    assert not torch.equal(first, other)
+
+
+def test_replay_through_params(photo_list):
+    augment = ga.Compose(SEED_PIPELINE)
+    params = augment.make_params(photo_list, generator(13))
+    assert all(value.shape[0] == 12 for value in params.values())
+    assert set(params) == {"0.boxes", "1.flip", "2.order", "2.brightness", "2.contrast", "2.saturation", "2.hue"}
+    assert torch.equal(augment(photo_list, params=params), augment(photo_list, params=params))
+    assert torch.equal(augment(photo_list, params=params), augment(photo_list, generator=generator(13)))
+
+
+def test_fusion_plan_covers_the_hot_paths():
+    train = ga.Compose(
+        [
+            ga.RandomHorizontalFlip(),
+            ga.RandomResizedCrop(224),
+            ga.RandomVerticalFlip(),
+            ga.ColorJitter(0.4, 0.4, 0.4),
+            ga.RandomGrayscale(),
+            ga.ToDtype(torch.float32),
+            ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+        ]
+    )
+    assert train._stages == [("crop", [0, 1, 2]), ("color", [3, 4, 5, 6])]
+    hsv = ga.Compose([ga.ColorJitter(0.4, 0.4, 0.4, 0.1), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)])
+    assert hsv._stages == [("single", [0]), ("color", [1])]
+    unfused = ga.Compose(train.transforms, fuse=False)
+    assert [kind for kind, _ in unfused._stages] == ["single"] * 7
+
+
+def test_fused_crop_and_flips_equal_op_by_op(photo_list):
+    """Flips before the crop (box mirrored) and after it (inside the resampling) are exact."""
+    transforms = [ga.RandomHorizontalFlip(), ga.RandomVerticalFlip(), ga.RandomResizedCrop(40), ga.RandomHorizontalFlip()]
+    fused, exact = ga.Compose(transforms), ga.Compose(transforms, fuse=False)
+    batch = torch.stack([F.resize(image.unsqueeze(0), (90, 120))[0] for image in photo_list])
+    for images in (batch, photo_list):
+        params = fused.make_params(images, generator(14))
+        assert torch.equal(fused(images, params=params), exact(images, params=params))
+
+
+def test_fused_colour_close_to_exact(photo_batch):
+    transforms = [
+        ga.RandomHorizontalFlip(),
+        ga.ColorJitter(0.4, 0.4, 0.4),
+        ga.RandomGrayscale(0.3),
+        ga.ToDtype(torch.float32),
+        ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+    ]
+    fused, exact = ga.Compose(transforms), ga.Compose(transforms, fuse=False)
+    source = photo_batch.float() / 255
+    params = fused.make_params(source, generator(15))
+    error = (fused(source, params=params) - exact(source, params=params)) * torch.tensor(ga.IMAGENET_STD).view(1, 3, 1, 1)
+    assert (error.abs() * 255).mean() < 0.5
+    # without the jitter the fused pass (flip + gray + scale + normalize) is exact up to float
+    # rounding on float input, and within torchvision's uint8 truncation of the gray (1 level)
+    plain = ga.Compose([transforms[0], transforms[2], transforms[3], transforms[4]])
+    exact = ga.Compose(plain.transforms, fuse=False)
+    params = plain.make_params(photo_batch, generator(16))
+    torch.testing.assert_close(plain(source, params=params), exact(source, params=params), atol=2e-5, rtol=0)
+    error = (plain(photo_batch, params=params) - exact(photo_batch, params=params)) * torch.tensor(ga.IMAGENET_STD).view(
+        1, 3, 1, 1
+    )
+    assert (error.abs() * 255).max() < 1.001
+
+
+def test_ragged_list_equals_per_image(photo_list):
+    """Batched over a ragged list == each image alone with its own slice of the params."""
+    augment = ga.Compose(FINETUNE_TRAIN)
+    params = augment.make_params(photo_list, generator(17))
+    out = augment(photo_list, params=params)
+    assert out.shape == (12, 3, 224, 224) and out.dtype == torch.float32
+    for index, image in enumerate(photo_list):
+        own = {key: value[index : index + 1] for key, value in params.items()}
+        torch.testing.assert_close(out[index : index + 1], augment([image], params=own), atol=1e-6, rtol=0)
+
+
+def test_eval_pipeline_on_ragged_list_matches_torchvision(photo_list):
+    from torchvision.transforms import v2
+
+    augment = ga.Compose(
+        [ga.Resize(72), ga.CenterCrop(64), ga.ToDtype(torch.float32), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]
+    )
+    reference = v2.Compose(
+        [v2.Resize(72), v2.CenterCrop(64), v2.ToDtype(torch.float32, scale=True), v2.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]
+    )
+    out = augment(photo_list)
+    torch.testing.assert_close(out, torch.stack([reference(image) for image in photo_list]), atol=1e-5, rtol=0)
+
+
+def test_dtypes_and_single_image(photo_batch):
+    assert ga.Compose([ga.RandomResizedCrop(32), ga.RandomHorizontalFlip()])(photo_batch).dtype == torch.uint8
+    assert ga.ColorJitter(0.3, 0.3, 0.3)(photo_batch).dtype == torch.uint8
+    assert ga.Compose([ga.ColorJitter(0.3), ga.ToDtype(torch.bfloat16)])(photo_batch).dtype == torch.bfloat16
+    assert ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)(photo_batch).dtype == torch.float32
+    single = ga.RandomResizedCrop(20)(photo_batch[0])
+    assert single.shape == (3, 20, 20)
+
+
+ALL = [
+    ga.RandomHorizontalFlip(),
+    ga.RandomVerticalFlip(),
+    ga.RandomResizedCrop(30),
+    ga.Resize(40),
+    ga.CenterCrop(30),
+    ga.ColorJitter(0.5, 0.5, 0.5, 0.5),
+    ga.RandomGrayscale(0.5),
+    ga.ToDtype(torch.float32),
+    ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+    ga.Compose(SEED_PIPELINE),
+]
+
+
+@pytest.mark.parametrize("transform", ALL, ids=lambda t: type(t).__name__)
+def test_no_in_place_and_device_kept(photo_batch, transform, device):
+    images = photo_batch.to(device)
+    before = images.clone()
+    out = transform(images, generator=generator(18, device))
+    assert torch.equal(images, before)
+    assert out.device.type == device.type
+
+
+def test_cpu_generator_drives_any_device(photo_batch, device):
+    augment = ga.Compose(SEED_PIPELINE)
+    first = augment(photo_batch.to(device), generator=generator(19))
+    assert torch.equal(first, augment(photo_batch.to(device), generator=generator(19)))
+
+
+# ----------------------------------------------------------------------------------------------
+# bad arguments and inputs
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "build,argument",
+    [
+        (lambda: ga.RandomHorizontalFlip(p=1.5), "p"),
+        (lambda: ga.RandomVerticalFlip(p=-0.1), "p"),
+        (lambda: ga.RandomGrayscale(p="half"), "p"),
+        (lambda: ga.RandomResizedCrop(0), "size"),
+        (lambda: ga.RandomResizedCrop((224, 224, 3)), "size"),
+        (lambda: ga.RandomResizedCrop(224, scale=(0.9, 0.1)), "scale"),
+        (lambda: ga.RandomResizedCrop(224, scale=(-0.1, 1)), "scale"),
+        (lambda: ga.RandomResizedCrop(224, scale=0.5), "scale"),
+        (lambda: ga.RandomResizedCrop(224, ratio=(0, 2)), "ratio"),
+        (lambda: ga.RandomResizedCrop(224, ratio=(2, 1)), "ratio"),
+        (lambda: ga.Resize(-3), "size"),
+        (lambda: ga.CenterCrop("big"), "size"),
+        (lambda: ga.ColorJitter(brightness=-0.5), "brightness"),
+        (lambda: ga.ColorJitter(contrast=(1.5, 0.5)), "contrast"),
+        (lambda: ga.ColorJitter(saturation=(-1, 2)), "saturation"),
+        (lambda: ga.ColorJitter(hue=0.6), "hue"),
+        (lambda: ga.ColorJitter(hue=(-0.7, 0.1)), "hue"),
+        (lambda: ga.ColorJitter(hue=0.1, hue_mode="lab"), "hue_mode"),
+        (lambda: ga.Normalize((0.5, 0.5), (0.5, 0.5, 0.5)), "mean and std"),
+        (lambda: ga.Normalize((0.5,), (0.0,)), "std"),
+        (lambda: ga.Normalize("abc", (1,)), "mean"),
+        (lambda: ga.ToDtype(torch.int32), "dtype"),
+        (lambda: ga.Compose([lambda x: x]), "gpuaug transforms"),
+    ],
+)
+def test_bad_arguments_raise_naming_the_argument(build, argument):
+    with pytest.raises(ValueError, match=argument):
+        build()
+
+
+def test_wrong_inputs_say_what_was_expected():
+    with pytest.raises(TypeError, match="uint8 or floating"):
+        ga.RandomHorizontalFlip()(torch.zeros(2, 3, 4, 4, dtype=torch.int64))
+    with pytest.raises(ValueError, match=r"\[B, C, H, W\]"):
+        ga.RandomHorizontalFlip()(torch.zeros(4, 4))
+    with pytest.raises(ValueError, match="3 channels"):
+        ga.ColorJitter(0.5)(torch.zeros(2, 1, 4, 4))
+    with pytest.raises(TypeError, match="first geometric op"):
+        ga.ColorJitter(0.5)([torch.zeros(3, 4, 4), torch.zeros(3, 5, 5)])
+    with pytest.raises(ValueError, match="different sizes"):
+        ga.Resize(8)([torch.zeros(3, 10, 20), torch.zeros(3, 20, 10)])
+    with pytest.raises(TypeError, match="first geometric op"):
+        ga.Compose([ga.ColorJitter(0.2), ga.RandomResizedCrop(8)])([torch.zeros(3, 10, 20), torch.zeros(3, 20, 10)])
+
+
+def test_repr_round_trips_through_the_parser():
+    from gpuaug.parse import parse_transform
+
+    for transform in ALL[:-1]:
+        text = repr(transform).replace("torch.", "")
+        assert repr(parse_transform(text)) == repr(transform)
+    assert math.isclose(ga.RandomResizedCrop(8).ratio[1], 4 / 3)
