@@ -166,11 +166,11 @@ def bar_chart(path: Path, title: str, measurements: list[Measurement], baseline:
     axis.barh(names, rates, xerr=errors, color=colours, capsize=3)
     for index, item in enumerate(measurements):
         if item.ratio_to_baseline is not None:
-            axis.text(item.images_per_sec, index, f"  {item.ratio_to_baseline:.2f}x", va="center", fontsize=9)
+            axis.text(item.max, index, f"  {item.ratio_to_baseline:.2f}x", va="center", fontsize=9)
     axis.invert_yaxis()
     axis.set_xlabel(f"images / s (median; bars: min-max; ratios vs {baseline})")
     axis.set_title(title, fontsize=10)
-    axis.set_xlim(0, max(rates) * 1.25)
+    axis.set_xlim(0, max(m.max for m in measurements) * 1.2)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
