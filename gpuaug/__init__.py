@@ -8,41 +8,10 @@ Example:
     torch.Size([8, 3, 224, 224])
 """
 
-from gpuaug import functional
+from gpuaug import functional, transforms
 from gpuaug.convert import from_torchvision
-from gpuaug.transforms import (
-    IMAGENET_MEAN,
-    IMAGENET_STD,
-    CenterCrop,
-    ColorJitter,
-    Compose,
-    Normalize,
-    RandomGrayscale,
-    RandomHorizontalFlip,
-    RandomResizedCrop,
-    RandomVerticalFlip,
-    Resize,
-    ToDtype,
-    Transform,
-)
+from gpuaug.transforms import *  # noqa: F403 - the public transforms, listed in transforms.__all__
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "IMAGENET_MEAN",
-    "IMAGENET_STD",
-    "CenterCrop",
-    "ColorJitter",
-    "Compose",
-    "Normalize",
-    "RandomGrayscale",
-    "RandomHorizontalFlip",
-    "RandomResizedCrop",
-    "RandomVerticalFlip",
-    "Resize",
-    "ToDtype",
-    "Transform",
-    "from_torchvision",
-    "functional",
-    "__version__",
-]
+__all__ = [*transforms.__all__, "from_torchvision", "functional", "transforms", "__version__"]

@@ -263,8 +263,8 @@ def _resized_crop_loop(images: Tensor | ImageList, boxes: Tensor, size: tuple[in
     out = first.new_empty((len(images), first.shape[0], *size))
     if first.stride(0) == 1 and first.shape[0] > 1:  # HWC memory, as decoders produce it
         out = out.contiguous(memory_format=torch.channels_last)
-    # .tolist() reads the boxes on the host: free on the CPU, where this path runs by default.
-    for slot, image, (top, left, height, width) in zip(out, images, boxes.tolist()):
+    # Reads the boxes on the host: free on the CPU, where this path runs by default.
+    for slot, image, (top, left, height, width) in zip(out, images, boxes.tolist()):  # host read: see above
         crop = image[:, top : top + height, left : left + width]
         slot.copy_(_interpolate_one(crop, size, antialias))
     return out
@@ -395,6 +395,12 @@ def _luma(images: Tensor) -> Tensor:
     return red.mul(GRAY_WEIGHTS[0]).add_(green, alpha=GRAY_WEIGHTS[1]).add_(blue, alpha=GRAY_WEIGHTS[2]).unsqueeze(-3)
 
 
+def _blend_gray(images: Tensor) -> Tensor:
+    """The grayscale reference of contrast and saturation: luma, floored for uint8 (torchvision)."""
+    gray = _luma(images)
+    return gray if images.is_floating_point() else gray.floor_()
+
+
 def _blend(images: Tensor, reference: Tensor | None, factors: Tensor) -> Tensor:
     """``clamp(factor * images + (1 - factor) * reference)`` back in the images' dtype (torchvision's ``_blend``)."""
     factor = _per_sample(factors, images)
@@ -422,10 +428,7 @@ def adjust_contrast(images: Tensor, factors: Tensor) -> Tensor:
         images ``[B, 3, H, W]``, factors ``[B]`` -> ``[B, 3, H, W]``.
     """
     check_images(images, "adjust_contrast", rgb=True)
-    gray = _luma(images)
-    if not images.is_floating_point():
-        gray = gray.floor_()
-    return _blend(images, gray.mean(dim=(-3, -2, -1), keepdim=True), factors)
+    return _blend(images, _blend_gray(images).mean(dim=(-3, -2, -1), keepdim=True), factors)
 
 
 def adjust_saturation(images: Tensor, factors: Tensor) -> Tensor:
@@ -435,10 +438,7 @@ def adjust_saturation(images: Tensor, factors: Tensor) -> Tensor:
         images ``[B, 3, H, W]``, factors ``[B]`` -> ``[B, 3, H, W]``.
     """
     check_images(images, "adjust_saturation", rgb=True)
-    gray = _luma(images)
-    if not images.is_floating_point():
-        gray = gray.floor_()
-    return _blend(images, gray, factors)
+    return _blend(images, _blend_gray(images), factors)
 
 
 def adjust_hue(images: Tensor, factors: Tensor) -> Tensor:
@@ -536,9 +536,7 @@ def _blend_stage(images: Tensor, stage_op: Tensor, blend_factors: dict[int, Tens
         factor = torch.where(stage_op == op, values, factor)
     reference = None
     if CONTRAST in blend_factors or SATURATION in blend_factors:
-        gray = _luma(images)
-        if not images.is_floating_point():
-            gray = gray.floor_()
+        gray = _blend_gray(images)
         select = stage_op.view(-1, 1, 1, 1)
         reference = torch.where(
             select == SATURATION,
@@ -590,6 +588,7 @@ _RGB_TO_YIQ = torch.tensor(
     [[0.299, 0.587, 0.114], [0.595716, -0.274453, -0.321263], [0.211456, -0.522591, 0.311135]],
     dtype=torch.float64,
 )
+_YIQ_TO_RGB = torch.linalg.inv(_RGB_TO_YIQ)  # once, on the CPU: linalg.inv on CUDA checks for errors with a sync
 
 
 def yiq_hue_matrix(hue: Tensor) -> Tensor:
@@ -610,8 +609,7 @@ def yiq_hue_matrix(hue: Tensor) -> Tensor:
     rotation[:, 1, 2] = -sin
     rotation[:, 2, 1] = sin
     rotation[:, 2, 2] = cos
-    to_yiq = _RGB_TO_YIQ.to(hue.device)
-    return (torch.linalg.inv(to_yiq) @ rotation @ to_yiq).to(torch.float32)
+    return (_YIQ_TO_RGB.to(hue.device) @ rotation @ _RGB_TO_YIQ.to(hue.device)).to(torch.float32)
 
 
 def fused_color_normalize(

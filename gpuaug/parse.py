@@ -24,18 +24,8 @@ __all__ = ["TransformSyntaxError", "parse_transform"]
 
 TRANSFORMS = {
     name: getattr(T, name)
-    for name in (
-        "CenterCrop",
-        "ColorJitter",
-        "Compose",
-        "Normalize",
-        "RandomGrayscale",
-        "RandomHorizontalFlip",
-        "RandomResizedCrop",
-        "RandomVerticalFlip",
-        "Resize",
-        "ToDtype",
-    )
+    for name in T.__all__
+    if isinstance(getattr(T, name), type) and issubclass(getattr(T, name), T.Transform) and name != "Transform"
 }
 DTYPES = {name: getattr(torch, name) for name in ("uint8", "float16", "bfloat16", "float32", "float64", "half", "float")}
 CONSTANTS = {"IMAGENET_MEAN": T.IMAGENET_MEAN, "IMAGENET_STD": T.IMAGENET_STD}
