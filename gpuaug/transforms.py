@@ -214,8 +214,8 @@ def _as_batch(images: Tensor | list[Tensor], op: str) -> Tensor:
 def _list_loop(images: Sequence[Tensor], mask: Tensor, op) -> list[Tensor]:
     """Apply ``op`` to the images of a ragged list whose mask is set.
 
-    A per-image loop, only for a list that has not yet met its first geometric op; ``.tolist()``
-    reads the mask on the host (one sync on CUDA).
+    A per-image loop, only for a list that has not yet met its first geometric op; the mask is
+    read on the host (one sync on CUDA).
     """
     return [op(image) if flag else image for image, flag in zip(images, mask.tolist())]  # host read, see above
 
@@ -260,8 +260,8 @@ class RandomVerticalFlip(RandomHorizontalFlip):
     """Mirror each image top-bottom with probability ``p``, independently per image.
 
     Example:
-        >>> RandomVerticalFlip(p=1.0)(torch.arange(2.0).view(1, 1, 2, 1)).flatten().tolist()
-        [1.0, 0.0]
+        >>> RandomVerticalFlip(p=1.0)(torch.arange(2.0).view(1, 1, 2, 1)).flatten()
+        tensor([1., 0.])
     """
 
     _kernel = staticmethod(F.vflip)
@@ -528,8 +528,8 @@ class ToDtype(Transform):
     """Convert to ``dtype``; with ``scale`` uint8 [0, 255] maps to float [0, 1] and back.
 
     Example:
-        >>> ToDtype(torch.float32)(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)).flatten().tolist()
-        [1.0, 1.0, 1.0]
+        >>> ToDtype(torch.float32)(torch.full((1, 3, 1, 1), 255, dtype=torch.uint8)).flatten()
+        tensor([1., 1., 1.])
     """
 
     def __init__(self, dtype: torch.dtype = torch.float32, scale: bool = True) -> None:
@@ -549,8 +549,8 @@ class Normalize(Transform):
     """``(image - mean) / std`` per channel. A uint8 batch is first scaled to float32 in [0, 1].
 
     Example:
-        >>> Normalize([0.5], [0.5])(torch.ones(1, 1, 2, 2)).flatten().tolist()
-        [1.0, 1.0, 1.0, 1.0]
+        >>> Normalize([0.5], [0.5])(torch.ones(1, 1, 2, 2)).flatten()
+        tensor([1., 1., 1., 1.])
     """
 
     def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
