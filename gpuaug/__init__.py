@@ -10,8 +10,22 @@ Example:
 
 from gpuaug import functional, transforms
 from gpuaug.convert import from_torchvision
+from gpuaug.decode import DecodeError
+from gpuaug.loader import GPULoader, LoaderStats
+from gpuaug.sources import FileList, ImageFolder
 from gpuaug.transforms import *  # noqa: F403 - the public transforms, listed in transforms.__all__
 
 __version__ = "0.1.0"
 
-__all__ = [*transforms.__all__, "from_torchvision", "functional", "transforms", "__version__"]
+__all__ = [
+    *transforms.__all__,
+    "DecodeError",
+    "FileList",
+    "GPULoader",
+    "ImageFolder",
+    "LoaderStats",
+    "from_torchvision",
+    "functional",
+    "transforms",
+    "__version__",
+]

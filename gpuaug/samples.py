@@ -11,11 +11,14 @@ Example:
 
 from __future__ import annotations
 
+import os
+from collections.abc import Sequence
+
 import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["PHOTOS", "load_photo", "photo_crops", "resolve_image"]
+__all__ = ["PHOTOS", "load_photo", "photo_crops", "resolve_image", "write_photo_folder"]
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 """scikit-image sample images that are colour photographs bundled in its wheel."""
@@ -88,3 +91,38 @@ def photo_crops(
         crop = crop.resize((max(1, round(crop_w * scale)), max(1, round(crop_h * scale))), Image.BILINEAR)
         images.append(torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1).contiguous())
     return images
+
+
+def write_photo_folder(
+    root: str | os.PathLike,
+    classes: Sequence[str],
+    per_class: int,
+    seed: int = 0,
+    short_side: tuple[int, int] = (200, 500),
+    quality: tuple[int, int] = (75, 95),
+    subsampling_420: float = 0.8,
+) -> list[str]:
+    """Write an ImageFolder of JPEG photo crops: ``root/<class>/<class>_<n>.jpg``.
+
+    ImageNet-like by default: shorter side 200-500 px, mixed aspect ratios, quality 75-95,
+    mostly 4:2:0 chroma subsampling (the rest 4:4:4). Reproducible from ``seed``.
+
+    Returns:
+        The written paths, in order.
+    """
+    rng = np.random.default_rng(seed)
+    images = photo_crops(len(classes) * per_class, seed=seed, short_side=short_side)
+    paths = []
+    for index, image in enumerate(images):
+        name = classes[index % len(classes)]
+        folder = os.path.join(os.fspath(root), name)
+        os.makedirs(folder, exist_ok=True)
+        path = os.path.join(folder, f"{name}_{index // len(classes):05d}.jpg")
+        Image.fromarray(image.permute(1, 2, 0).numpy()).save(
+            path,
+            "JPEG",
+            quality=int(rng.integers(quality[0], quality[1] + 1)),
+            subsampling=2 if rng.random() < subsampling_420 else 0,
+        )
+        paths.append(path)
+    return paths

@@ -90,13 +90,20 @@ def test_cli_writes_grid(tmp_path):
     assert Image.open(out).size == (4 * 50 + 3 * GAP, 2 * 50 + GAP)
 
 
-def test_cli_bad_inputs_exit_2_with_one_line(tmp_path):
+def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
     for args in (
         ["preview", "skimage:chelsea", "-t", "Rotate(30)", "-o", str(tmp_path / "a.png")],
         ["preview", str(tmp_path / "missing.jpg"), "-o", str(tmp_path / "b.png")],
         ["preview", "skimage:unicorn", "-o", str(tmp_path / "c.png")],
     ):
-        result = subprocess.run([sys.executable, "-m", "gpuaug", *args], capture_output=True, text=True, timeout=120)
-        assert result.returncode == 2, result.stderr
-        assert result.stderr.count("\n") == 1 and result.stderr.startswith("error:")
-        assert "Traceback" not in result.stderr
+        assert main(args) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and error.startswith("error:")
+    # and as a real process: no traceback, exit status 2
+    result = subprocess.run(
+        [sys.executable, "-m", "gpuaug", "preview", "skimage:chelsea", "-t", "Rotate(30)"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr

@@ -1,0 +1,605 @@
+"""GPULoader: a drop-in replacement for ``torch.utils.data.DataLoader`` for image classification.
+
+Worker processes read file bytes; decoding, augmentation, normalisation, dtype and channels-last
+conversion happen where they are cheapest:
+
+* **CUDA** (``device="cuda"``): workers read bytes (and decode on the CPU only what nvJPEG cannot:
+  PNG, WebP, CMYK or progressive JPEG ...); the DataLoader's pin-memory thread pins them; the main
+  process decodes the batch's JPEGs in one nvJPEG call and runs the whole transform on the batch,
+  on a side CUDA stream, one batch ahead of the one the model is consuming.
+* **CPU** (``device="cpu"``): there is no accelerator, so workers decode (at a reduced JPEG DCT
+  scale when the crop is downscaled anyway) and run the first geometric op (crop + resize + flips)
+  image by image in uint8; the main process runs the rest (colour jitter + normalisation as one
+  fused pass) on the stacked batch.
+
+Randomness is reproducible: every epoch gets a seed from the loader's ``generator`` (peeked, so
+the order of samples is the one ``DataLoader`` gives for the same generator), each sample's
+first-op draw a seed from (epoch seed, index), and each batch's main-process draw one from
+(epoch seed, batch number): same generator seed, same batches, whatever the number of workers.
+
+Example:
+    >>> import gpuaug as ga
+    >>> loader = ga.GPULoader(ga.ImageFolder("train/"), batch_size=128, shuffle=True, num_workers=4,
+    ...                       transform=ga.Compose([ga.RandomResizedCrop(224), ga.RandomHorizontalFlip(),
+    ...                                             ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]))
+    ...                                         # doctest: +SKIP
+    >>> for images, labels in loader: ...   # [128, 3, 224, 224] float32 channels-last, int64 labels  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, Sampler, SequentialSampler
+
+from gpuaug import functional as F
+from gpuaug import transforms as T
+from gpuaug.convert import from_torchvision
+from gpuaug.decode import DecodeError, apply_orientation, decode_cpu, decode_jpegs_cuda, read_header
+from gpuaug.sources import FileList, is_file_list, read_bytes
+
+__all__ = ["GPULoader", "LoaderStats"]
+
+_IMAGE, _ENCODED, _FAILED = 0, 1, 2  # what a worker sends for one sample
+
+
+@dataclass
+class LoaderStats:
+    """What the last (or current) epoch cost. Seconds of work are summed over worker processes.
+
+    Attributes:
+        images: images delivered.
+        batches: batches delivered.
+        skipped: files dropped under ``on_error="skip"``; their paths in ``skipped_paths``.
+        wait_seconds: time the main process waited for workers' output.
+        decode_seconds: decoding (worker CPU time; on CUDA, nvJPEG time on the GPU).
+        augment_seconds: transforms (workers' first op + main process; on CUDA, GPU time).
+        epoch_seconds: wall time of the epoch so far.
+    """
+
+    images: int = 0
+    batches: int = 0
+    skipped: int = 0
+    skipped_paths: list[str] = field(default_factory=list)
+    wait_seconds: float = 0.0
+    decode_seconds: float = 0.0
+    augment_seconds: float = 0.0
+    epoch_seconds: float = 0.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Seeds: one per epoch, derived per sample and per batch
+# ----------------------------------------------------------------------------------------------
+_MASK64 = (1 << 64) - 1
+
+
+def _mix(*values: int) -> int:
+    """A well-mixed 63-bit seed from integers (splitmix64 rounds)."""
+    state = 0x9E3779B97F4A7C15
+    for value in values:
+        state = (state ^ (int(value) & _MASK64)) & _MASK64
+        state = (state + 0x9E3779B97F4A7C15) & _MASK64
+        state = ((state ^ (state >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+        state = ((state ^ (state >> 27)) * 0x94D049BB133111EB) & _MASK64
+        state ^= state >> 31
+    return state >> 1
+
+
+def _peek_seed(generator: torch.Generator | None) -> int:
+    """The int64 ``DataLoader`` would draw next from ``generator`` (global RNG if None), not consumed."""
+    if generator is None:
+        state = torch.get_rng_state()
+        value = int(torch.empty((), dtype=torch.int64).random_().item())  # CPU RNG, not a device sync
+        torch.set_rng_state(state)
+    else:
+        state = generator.get_state()
+        value = int(torch.empty((), dtype=torch.int64).random_(generator=generator).item())  # CPU RNG
+        generator.set_state(state)
+    return value
+
+
+class _SeededBatches(Sampler):
+    """Yields each batch of indices as ``[(index, epoch_seed), ...]`` for the workers."""
+
+    def __init__(self, batch_sampler: Sampler) -> None:
+        self.batch_sampler = batch_sampler
+        self.epoch_seed = 0
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        seed = self.epoch_seed
+        for batch in self.batch_sampler:
+            yield [(index, seed) for index in batch]
+
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+
+# ----------------------------------------------------------------------------------------------
+# Worker side
+# ----------------------------------------------------------------------------------------------
+def _to_rgb_tensor(item: Any, index: int) -> torch.Tensor:
+    """A dataset item (PIL image, [C,H,W] tensor, HWC ndarray) as an RGB ``[3, H, W]`` tensor."""
+    if isinstance(item, Image.Image):
+        item = item if item.mode == "RGB" else item.convert("RGB")
+        return torch.from_numpy(np.asarray(item).copy()).permute(2, 0, 1)
+    if isinstance(item, np.ndarray):
+        if item.ndim == 2:
+            item = item[:, :, None]
+        if item.ndim != 3:
+            raise TypeError(f"dataset item {index}: expected an HWC image array, got shape {item.shape}")
+        item = torch.from_numpy(np.array(item, copy=True)).permute(2, 0, 1)
+    if isinstance(item, torch.Tensor):
+        if item.ndim == 2:
+            item = item.unsqueeze(0)
+        if item.ndim != 3 or item.shape[0] not in (1, 3, 4):
+            raise TypeError(f"dataset item {index}: expected an image tensor [C, H, W], C in 1, 3, 4, got {tuple(item.shape)}")
+        if item.dtype != torch.uint8 and not item.is_floating_point():
+            raise TypeError(f"dataset item {index}: expected a uint8 or float image tensor, got {item.dtype}")
+        if item.shape[0] == 1:
+            item = item.expand(3, -1, -1)
+        return item[:3]
+    raise TypeError(
+        f"dataset item {index}: expected (PIL image | uint8 tensor [C, H, W] | HWC uint8 array, label), got {type(item).__name__}"
+    )
+
+
+def _first_geometric_limit(head: T.Compose, params: T.Params, height: int, width: int) -> float:
+    """How much the first geometric op downscales (>= 1), i.e. how much smaller a decode may be."""
+    out_height, out_width = head.output_sizes(T.BatchInfo(1, torch.device("cpu"), ((height, width),))).sizes[0]
+    for position, transform in enumerate(head.transforms):
+        if isinstance(transform, T.RandomResizedCrop):
+            _, _, box_height, box_width = params[f"{position}.boxes"][0].tolist()  # CPU tensor in a worker
+            return min(box_height / out_height, box_width / out_width)
+        if isinstance(transform, T.Resize):
+            resized_height, resized_width = F.resize_output_size(height, width, transform.size)
+            return min(height / resized_height, width / resized_width)
+        if isinstance(transform, T.CenterCrop):
+            return 1.0
+    return 1.0
+
+
+def _rescale_boxes(head: T.Compose, params: T.Params, old: tuple[int, int], new: tuple[int, int]) -> T.Params:
+    """Map RandomResizedCrop boxes from the full-size image onto a reduced-scale decode of it."""
+    scale_y, scale_x = new[0] / old[0], new[1] / old[1]
+    rescaled = dict(params)
+    for position, transform in enumerate(head.transforms):
+        if isinstance(transform, T.RandomResizedCrop):
+            top, left, height, width = params[f"{position}.boxes"].double().unbind(1)
+            top, left = torch.floor(top * scale_y), torch.floor(left * scale_x)
+            height = torch.clamp(torch.minimum(torch.round(height * scale_y), new[0] - top), min=1)
+            width = torch.clamp(torch.minimum(torch.round(width * scale_x), new[1] - left), min=1)
+            rescaled[f"{position}.boxes"] = torch.stack([top, left, height, width], dim=1).to(torch.int64)
+    return rescaled
+
+
+class _WorkerSide(Dataset):
+    """What runs in the DataLoader workers: read bytes; on the CPU path also decode and run the head.
+
+    Modes: ``"encoded"`` (CUDA + nvJPEG: JPEG bytes as they are, other formats decoded), ``"decoded"``
+    (decode only) and ``"head"`` (decode, then the transform's first geometric op, per image).
+    """
+
+    def __init__(
+        self,
+        source: Any,
+        files: bool,
+        load_item: Callable[[int], tuple[Any, int]] | None,
+        mode: str,
+        head: T.Compose | None,
+        exif_orientation: bool,
+        reduced_decode: bool,
+        target_transform: Callable[[Any], Any] | None,
+    ) -> None:
+        self.source, self.files, self.load_item, self.mode = source, files, load_item, mode
+        self.head, self.exif_orientation, self.reduced_decode = head, exif_orientation, reduced_decode
+        self.target_transform = target_transform
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, key: tuple[int, int]) -> tuple:
+        index, epoch_seed = key
+        start = time.perf_counter()
+        path, label = f"<item {index}>", -1
+        try:
+            if self.files:
+                path, label = self.source.samples[index]
+                label = self._label(label)
+                data = read_bytes(path)
+                if self.mode == "encoded":
+                    header = read_header(data, path, self.exif_orientation)
+                    if header.nvjpeg_ok:
+                        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                        return (_ENCODED, encoded, label, path, header.orientation, time.perf_counter() - start, 0.0)
+                if self.mode == "head":
+                    return self._decode_and_head(data, path, label, _mix(epoch_seed, index), start)
+                image = decode_cpu(data, path, exif_orientation=self.exif_orientation)
+                return (_IMAGE, image, label, path, 1, time.perf_counter() - start, 0.0)
+            item, label = self.load_item(index)
+            label = self._label(label)
+            image = _to_rgb_tensor(item, index)
+            decoded = time.perf_counter()
+            if self.mode == "head":
+                generator = torch.Generator().manual_seed(_mix(epoch_seed, index))
+                params = self.head.make_params([image], generator)
+                image = self.head.apply([image], params)[0]
+            return (_IMAGE, image, label, path, 1, decoded - start, time.perf_counter() - decoded)
+        except DecodeError as error:
+            return (_FAILED, None, label, error.path, error.reason, time.perf_counter() - start, 0.0)
+
+    def _label(self, label: Any) -> int:
+        return int(self.target_transform(label) if self.target_transform is not None else label)
+
+    def _decode_and_head(self, data: bytes, path: str, label: int, seed: int, start: float) -> tuple:
+        header = read_header(data, path, self.exif_orientation)
+        height, width = header.oriented_size
+        info = T.BatchInfo(1, torch.device("cpu"), ((height, width),))
+        params = self.head._make_params(info, torch.Generator().manual_seed(seed))
+        reduce = 1
+        if self.reduced_decode and header.format == "jpeg":
+            limit = _first_geometric_limit(self.head, params, height, width)
+            reduce = next((factor for factor in (8, 4, 2) if factor <= limit), 1)
+        image = decode_cpu(data, path, exif_orientation=self.exif_orientation, reduce=reduce)
+        decoded = time.perf_counter()
+        if tuple(image.shape[-2:]) != (height, width):
+            params = _rescale_boxes(self.head, params, (height, width), tuple(image.shape[-2:]))
+        image = self.head.apply([image], params)[0]
+        return (_IMAGE, image, label, path, 1, decoded - start, time.perf_counter() - decoded)
+
+
+def _collate(samples: list[tuple]) -> tuple:
+    """One batch from the workers: decoded images stacked when they share a size (in shared memory)."""
+    status = [sample[0] for sample in samples]
+    images = [sample[1] for sample in samples if sample[0] == _IMAGE]
+    if images and len({tuple(image.shape) for image in images}) == 1:
+        images = torch.utils.data.default_collate(images)
+    encoded = [sample[1] for sample in samples if sample[0] == _ENCODED]
+    labels = torch.tensor([sample[2] for sample in samples], dtype=torch.int64)
+    paths = [sample[3] for sample in samples]
+    extra = [sample[4] for sample in samples]  # orientation, or the failure reason
+    decode_seconds = sum(sample[5] for sample in samples)
+    augment_seconds = sum(sample[6] for sample in samples)
+    return status, images, encoded, labels, paths, extra, decode_seconds, augment_seconds
+
+
+# ----------------------------------------------------------------------------------------------
+# The loader
+# ----------------------------------------------------------------------------------------------
+def _split_head(transform: T.Compose) -> tuple[T.Compose | None, T.Compose]:
+    """Split off the first geometric op (with the flips around it), which runs per image in workers."""
+    transforms, count, end = transform.transforms, len(transform.transforms), 0
+    while end < count and isinstance(transforms[end], (T.RandomHorizontalFlip,)):
+        end += 1
+    if end < count and isinstance(transforms[end], T.RandomResizedCrop):
+        end += 1
+        while end < count and isinstance(transforms[end], T.RandomHorizontalFlip):
+            end += 1
+    elif end < count and isinstance(transforms[end], T.Resize):
+        end += 1
+        if end < count and isinstance(transforms[end], T.CenterCrop):
+            end += 1
+    elif end < count and isinstance(transforms[end], T.CenterCrop):
+        end += 1
+    else:
+        return None, transform
+    return T.Compose(transforms[:end], fuse=transform.fuse), T.Compose(transforms[end:], fuse=transform.fuse)
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+
+
+class GPULoader:
+    """Batches of augmented images on ``device``: ``DataLoader(...)`` becomes ``GPULoader(...)``.
+
+    Args:
+        dataset: ``ga.ImageFolder``; a torchvision ``ImageFolder``/``DatasetFolder`` (its files are
+            read as bytes and its ``transform`` converted with ``ga.from_torchvision``); a list of
+            ``(path, label)``; or any map-style dataset yielding ``(PIL image | uint8 tensor
+            [C, H, W] | HWC uint8 array, label)``.
+        batch_size, shuffle, sampler, num_workers, drop_last, generator, persistent_workers,
+            prefetch_factor: as ``torch.utils.data.DataLoader``.
+        transform: a gpuaug transform (or a torchvision one, converted). Its first geometric op
+            (RandomResizedCrop, Resize + CenterCrop, CenterCrop) makes the batch one size;
+            defaults to the torchvision dataset's converted ``transform``.
+        device: where batches live (default: CUDA if available, else CPU).
+        dtype: image dtype; floating dtypes are scaled to [0, 1] before any Normalize.
+        channels_last: return images in ``torch.channels_last`` memory format.
+        decode: ``"auto"`` (nvJPEG on CUDA, CPU otherwise), ``"cpu"`` or ``"nvjpeg"``.
+        on_error: ``"raise"`` a ``DecodeError`` naming the file, or ``"skip"`` it (counted in
+            ``stats``, one warning per epoch listing the paths).
+        exif_orientation: apply EXIF orientation (default False, like torchvision's ImageFolder).
+        reduced_decode: on the CPU path, decode JPEGs at 1/2, 1/4 or 1/8 scale when the first op
+            downscales at least that much anyway (libjpeg DCT scaling; results differ slightly
+            from a full decode).
+
+    Yields:
+        ``(images, labels)``: images ``[B, 3, h, w]`` in ``dtype`` on ``device``, labels int64 ``[B]``.
+    """
+
+    def __init__(
+        self,
+        dataset: Any,
+        batch_size: int = 1,
+        shuffle: bool = False,
+        sampler: Sampler | None = None,
+        num_workers: int = 0,
+        drop_last: bool = False,
+        generator: torch.Generator | None = None,
+        persistent_workers: bool = False,
+        prefetch_factor: int | None = 2,
+        *,
+        transform: Any = None,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype = torch.float32,
+        channels_last: bool = True,
+        decode: str = "auto",
+        on_error: str = "raise",
+        exif_orientation: bool = False,
+        reduced_decode: bool = True,
+    ) -> None:
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+            raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
+        if sampler is not None and shuffle:
+            raise ValueError("sampler option is mutually exclusive with shuffle")
+        if decode not in ("auto", "cpu", "nvjpeg"):
+            raise ValueError(f"decode must be 'auto', 'cpu' or 'nvjpeg', got {decode!r}")
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype == torch.uint8):
+            raise ValueError(f"dtype must be a floating torch dtype or torch.uint8, got {dtype!r}")
+        self.device = torch.device(device) if device is not None else _default_device()
+        if self.device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device={self.device} but CUDA is not available")
+        if decode == "nvjpeg" and self.device.type != "cuda":
+            raise ValueError("decode='nvjpeg' needs a CUDA device; use decode='cpu' or 'auto'")
+
+        self.dataset = dataset
+        self.batch_size = batch_size
+        self.drop_last = drop_last
+        self.num_workers = num_workers
+        self.generator = generator
+        self.persistent_workers = persistent_workers
+        self.dtype, self.channels_last, self.on_error = dtype, channels_last, on_error
+        self.stats = LoaderStats()
+        self._epoch: int | None = None
+        self._iterations = 0
+
+        source, files, load_item, dataset_transform, target_transform = self._resolve(dataset)
+        transform = transform if transform is not None else dataset_transform
+        if transform is not None and not isinstance(transform, T.Transform):
+            try:
+                transform = from_torchvision(transform)
+            except ValueError as error:
+                raise ValueError(
+                    f"the transform cannot run on the device ({error}). Pass GPULoader(..., transform=ga.Compose([...])) "
+                    "built from gpuaug transforms, or drop the unsupported ones from the dataset's transform"
+                ) from None
+        if isinstance(transform, T.Transform) and not isinstance(transform, T.Compose):
+            transform = T.Compose([transform])
+        self.transform: T.Compose | None = transform
+
+        if self.device.type == "cuda":
+            mode = "decoded" if decode == "cpu" or not files else "encoded"
+            head, tail = None, transform
+        else:
+            head, tail = _split_head(transform) if transform is not None else (None, None)
+            mode = "head" if head is not None else "decoded"
+        finish = [T.ToDtype(dtype)] if dtype.is_floating_point else []
+        self._tail = T.Compose((tail.transforms if tail is not None else []) + finish, fuse=transform.fuse if transform else True)
+        self._mode = mode
+
+        self.sampler = (
+            sampler
+            if sampler is not None
+            else (RandomSampler(source, generator=generator) if shuffle else SequentialSampler(source))
+        )
+        self.batch_sampler = BatchSampler(self.sampler, batch_size, drop_last)
+        self._seeded = _SeededBatches(self.batch_sampler)
+        worker_side = _WorkerSide(source, files, load_item, mode, head, exif_orientation, reduced_decode, target_transform)
+        self._host_loader = DataLoader(
+            worker_side,
+            batch_sampler=self._seeded,
+            num_workers=num_workers,
+            collate_fn=_collate,
+            pin_memory=self.device.type == "cuda",
+            generator=generator,
+            persistent_workers=persistent_workers and num_workers > 0,
+            prefetch_factor=prefetch_factor if num_workers > 0 else None,
+        )
+        self._stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
+
+    # -- dataset kinds ---------------------------------------------------------------------------
+    @staticmethod
+    def _resolve(dataset: Any) -> tuple[Any, bool, Callable | None, Any, Callable | None]:
+        """``(source, reads_files, load_item, dataset_transform, target_transform)``."""
+        from torchvision.datasets import DatasetFolder
+        from torchvision.datasets.folder import default_loader, pil_loader
+
+        if isinstance(dataset, FileList):
+            return dataset, True, None, None, None
+        if isinstance(dataset, DatasetFolder):
+            files = FileList(dataset.samples)
+            if dataset.loader in (default_loader, pil_loader):
+                return files, True, None, dataset.transform, dataset.target_transform
+
+            def load_item(index: int, dataset=dataset) -> tuple[Any, int]:
+                path, label = dataset.samples[index]
+                return dataset.loader(path), label
+
+            return files, False, load_item, dataset.transform, dataset.target_transform
+        if is_file_list(dataset):
+            return FileList(dataset), True, None, None, None
+        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+            raise TypeError(
+                f"dataset must be a ga.ImageFolder, a torchvision ImageFolder, a list of (path, label) or a "
+                f"map-style dataset; got {type(dataset).__name__}"
+            )
+        return dataset, False, dataset.__getitem__, None, None
+
+    # -- DataLoader semantics --------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.batch_sampler)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Seed the epoch's draws by ``epoch`` and pass it on to the sampler (``DistributedSampler``)."""
+        self._epoch = int(epoch)
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(epoch)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch_key = self._epoch if self._epoch is not None else self._iterations
+        self._iterations += 1
+        epoch_seed = _mix(_peek_seed(self.generator), epoch_key)
+        self._seeded.epoch_seed = epoch_seed
+        self.stats = LoaderStats()
+        started = time.perf_counter()
+        if self.device.type == "cuda":
+            batches = self._iterate_cuda(epoch_seed)
+        else:
+            batches = self._iterate_cpu(epoch_seed)
+        for batch in batches:
+            self.stats.epoch_seconds = time.perf_counter() - started
+            yield batch
+        self.stats.epoch_seconds = time.perf_counter() - started
+        if self.stats.skipped:
+            shown = ", ".join(self.stats.skipped_paths[:20])
+            more = f" and {self.stats.skipped - 20} more" if self.stats.skipped > 20 else ""
+            warnings.warn(f"GPULoader skipped {self.stats.skipped} file(s) it could not decode: {shown}{more}", stacklevel=2)
+
+    def _host_batches(self) -> Iterator[tuple]:
+        iterator = iter(self._host_loader)
+        while True:
+            waited = time.perf_counter()
+            try:
+                host = next(iterator)
+            except StopIteration:
+                return
+            self.stats.wait_seconds += time.perf_counter() - waited
+            self.stats.decode_seconds += host[6]
+            self.stats.augment_seconds += host[7]
+            yield host
+
+    def _skip(self, path: str, reason: str) -> None:
+        if self.on_error == "raise":
+            raise DecodeError(path, reason)
+        self.stats.skipped += 1
+        self.stats.skipped_paths.append(path)
+
+    def _failures(self, status: list[int], paths: list[str], extra: list[Any]) -> list[bool]:
+        """Raise or count the failed samples; the keep-mask of the rest."""
+        for code, path, reason in zip(status, paths, extra):
+            if code == _FAILED:
+                self._skip(path, reason)
+        return [code != _FAILED for code in status]
+
+    def _finish(self, images: torch.Tensor | list[torch.Tensor], generator: torch.Generator) -> torch.Tensor:
+        """The transform's remaining ops, dtype and memory format, on one batch."""
+        if isinstance(images, list) and not self._tail.accepts_list:
+            if len({tuple(image.shape) for image in images}) > 1:
+                raise ValueError(
+                    "images in a batch have different sizes; pass transform= whose first op is RandomResizedCrop, "
+                    "Resize + CenterCrop or CenterCrop so that every image gets one size"
+                )
+            images = torch.stack(images)
+        out = self._tail(images, generator=generator)
+        if self.dtype == torch.uint8 and out.dtype != torch.uint8:
+            raise ValueError("dtype=torch.uint8 but the transform produces floats (it normalises); use a float dtype")
+        if self.channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        return out
+
+    # -- CPU ---------------------------------------------------------------------------------------
+    def _iterate_cpu(self, epoch_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for number, (status, images, _, labels, paths, extra, _, _) in enumerate(self._host_batches()):
+            keep = self._failures(status, paths, extra)
+            if not any(keep):
+                continue
+            started = time.perf_counter()
+            generator = torch.Generator().manual_seed(_mix(epoch_seed, number, 1))
+            out = self._finish(images, generator)
+            self.stats.augment_seconds += time.perf_counter() - started
+            labels = labels[torch.tensor(keep)] if not all(keep) else labels
+            self.stats.images += len(labels)
+            self.stats.batches += 1
+            yield out, labels
+
+    # -- CUDA --------------------------------------------------------------------------------------
+    def _iterate_cuda(self, epoch_seed: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        events: list[tuple[torch.cuda.Event, torch.cuda.Event, torch.cuda.Event]] = []
+        pending = None
+        for number, host in enumerate(self._host_batches()):
+            ready = self._launch_cuda(host, _mix(epoch_seed, number, 1), events)
+            if ready is None:
+                continue
+            if pending is not None:
+                yield self._hand_over(pending)
+            pending = ready
+        if pending is not None:
+            yield self._hand_over(pending)
+        for start, decoded, augmented in events:  # the epoch is over: reading the timers costs nothing
+            augmented.synchronize()
+            self.stats.decode_seconds += start.elapsed_time(decoded) / 1000
+            self.stats.augment_seconds += decoded.elapsed_time(augmented) / 1000
+
+    def _launch_cuda(self, host: tuple, seed: int, events: list) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """Enqueue decode + transform of one host batch on the side stream (no host sync)."""
+        status, images, encoded, labels, paths, extra, _, _ = host
+        keep = self._failures(status, paths, extra)
+        timers = tuple(torch.cuda.Event(enable_timing=True) for _ in range(3))
+        with torch.cuda.stream(self._stream):
+            timers[0].record()
+            decoded = iter(images if isinstance(images, list) else images.unbind(0))
+            encoded_paths = [path for code, path in zip(status, paths) if code == _ENCODED]
+            nvjpeg = iter(decode_jpegs_cuda(list(encoded), encoded_paths, self.device) if encoded else [])
+            raw = iter(encoded)
+            batch: list[torch.Tensor] = []
+            for position, (code, path, orientation) in enumerate(zip(status, paths, extra)):  # assembles the ragged list
+                if code == _IMAGE:
+                    batch.append(next(decoded).to(self.device, non_blocking=True))
+                elif code == _ENCODED:
+                    image, data = next(nvjpeg), next(raw)
+                    if isinstance(image, DecodeError):  # nvJPEG refused it: the CPU decodes it or says why
+                        try:
+                            image = decode_cpu(bytes(data.numpy()), path).to(self.device)
+                        except DecodeError as error:
+                            self._skip(path, error.reason)
+                            keep[position] = False
+                            continue
+                    batch.append(apply_orientation(image, orientation))
+            timers[1].record()
+            if not batch:
+                return None
+            if not all(keep):
+                labels = labels[torch.tensor(keep)]
+            out = self._finish(batch, torch.Generator(self.device).manual_seed(seed))
+            labels = labels.to(self.device, non_blocking=True)
+            timers[2].record()
+        events.append(timers)
+        return out, labels
+
+    def _hand_over(self, ready: tuple[torch.Tensor, torch.Tensor] | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Make the consumer's stream wait for the side stream and keep the memory alive for it."""
+        images, labels = ready
+        consumer = torch.cuda.current_stream(self.device)
+        consumer.wait_stream(self._stream)
+        images.record_stream(consumer)
+        labels.record_stream(consumer)
+        self.stats.images += len(labels)
+        self.stats.batches += 1
+        return images, labels
+
+    def __repr__(self) -> str:
+        return (
+            f"GPULoader(batch_size={self.batch_size}, batches={len(self)}, device={self.device}, dtype={self.dtype}, "
+            f"workers={self.num_workers}, mode={self._mode}, transform={self.transform!r})"
+        )

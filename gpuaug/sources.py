@@ -1,0 +1,123 @@
+"""Byte sources: what DataLoader workers read (file bytes and labels), nothing decoded.
+
+``ImageFolder`` has torchvision's ``ImageFolder`` layout, classes, labels, extensions and
+ordering (it uses torchvision's own ``find_classes``/``make_dataset``), but ``dataset[i]`` is
+``(bytes, label)``: the decoding happens later, on the device.
+
+Example:
+    >>> import tempfile, pathlib
+    >>> root = pathlib.Path(tempfile.mkdtemp())
+    >>> for name in ("cat/a.jpg", "dog/b.png"):
+    ...     (root / name).parent.mkdir(parents=True, exist_ok=True); _ = (root / name).write_bytes(b"x")
+    >>> folder = ImageFolder(root)
+    >>> folder.classes, folder.targets, folder[1][1]
+    (['cat', 'dog'], [0, 1], 1)
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from torch.utils.data import Dataset
+from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
+
+from gpuaug.decode import DecodeError
+
+__all__ = ["IMG_EXTENSIONS", "FileList", "ImageFolder", "read_bytes"]
+
+
+def read_bytes(path: str) -> bytes:
+    """The whole file, or a :class:`DecodeError` naming it (so ``on_error="skip"`` can count it)."""
+    try:
+        with open(path, "rb") as file:
+            return file.read()
+    except OSError as error:
+        raise DecodeError(path, f"cannot read the file ({error.strerror or error})") from None
+
+
+class FileList(Dataset):
+    """A list of ``(path, label)`` as a byte source: ``source[i] == (bytes, label)``.
+
+    Args:
+        samples: ``(path, label)`` pairs; labels are ints.
+    """
+
+    def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]]) -> None:
+        checked = []
+        for position, sample in enumerate(samples):
+            if not isinstance(sample, (tuple, list)) or len(sample) != 2:
+                raise ValueError(f"sample {position} must be a (path, label) pair, got {sample!r}")
+            path, label = sample
+            if not isinstance(path, (str, os.PathLike)) or isinstance(label, bool) or not isinstance(label, int):
+                raise ValueError(f"sample {position} must be (path: str, label: int), got {sample!r}")
+            checked.append((os.fspath(path), int(label)))
+        self.samples = checked
+        self.targets = [label for _, label in checked]
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def __getitem__(self, index: int) -> tuple[bytes, int]:
+        path, label = self.samples[index]
+        return read_bytes(path), label
+
+
+class ImageFolder(FileList):
+    """torchvision's ``ImageFolder`` as a byte source: ``root/<class>/<image>``.
+
+    Same ``classes`` (sorted folder names), ``class_to_idx``, ``samples``, ``targets``,
+    ``extensions`` and order as ``torchvision.datasets.ImageFolder(root)``.
+
+    Args:
+        root: the folder holding one sub-folder per class.
+        extensions: accepted file extensions (torchvision's ``IMG_EXTENSIONS`` by default).
+        is_valid_file: alternatively, a function of the path deciding which files count.
+        allow_empty: accept class folders without images.
+
+    Raises:
+        FileNotFoundError: naming ``root`` when it is missing, has no class folders, or has no
+            image with an accepted extension.
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        extensions: tuple[str, ...] | None = IMG_EXTENSIONS,
+        is_valid_file: Callable[[str], bool] | None = None,
+        allow_empty: bool = False,
+    ) -> None:
+        root = os.fspath(root)
+        if not os.path.isdir(root):
+            raise FileNotFoundError(f"ImageFolder root {root!r} is not a folder; expected {root}/<class>/<image files>")
+        try:
+            classes, class_to_idx = find_classes(root)
+        except FileNotFoundError:
+            raise FileNotFoundError(
+                f"ImageFolder root {root!r} has no class folders; expected {root}/<class>/<image files>"
+            ) from None
+        if is_valid_file is not None:
+            extensions = None
+        try:
+            samples = make_dataset(root, class_to_idx, extensions, is_valid_file, allow_empty=allow_empty)
+        except FileNotFoundError as error:
+            raise FileNotFoundError(f"ImageFolder root {root!r}: {error}") from None
+        super().__init__(samples)
+        self.root = root
+        self.classes = classes
+        self.class_to_idx = class_to_idx
+        self.extensions = extensions
+        self.imgs = self.samples
+
+    def __repr__(self) -> str:
+        return f"ImageFolder(root={self.root!r}, classes={len(self.classes)}, images={len(self)})"
+
+
+def is_file_list(dataset: object) -> bool:
+    """Whether ``dataset`` is a plain list of ``(path, label)`` pairs."""
+    return (
+        isinstance(dataset, (list, tuple))
+        and len(dataset) > 0
+        and all(isinstance(item, (list, tuple)) and len(item) == 2 and isinstance(item[0], (str, Path)) for item in dataset)
+    )
