@@ -176,7 +176,9 @@ def _to_tensor(image: Image.Image) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1)
 
 
-def decode_cpu(data: bytes, path: str, *, exif_orientation: bool = False, reduce: int = 1) -> torch.Tensor:
+def decode_cpu(
+    data: bytes, path: str, *, exif_orientation: bool = False, reduce: int = 1, header: ImageHeader | None = None
+) -> torch.Tensor:
     """Decode one image to RGB uint8 ``[3, H, W]``.
 
     Args:
@@ -186,14 +188,15 @@ def decode_cpu(data: bytes, path: str, *, exif_orientation: bool = False, reduce
         reduce: for JPEGs, decode at up to 1/``reduce`` scale (1, 2, 4 or 8) through libjpeg's
             DCT scaling (PIL's ``draft``): much less work when the image is downscaled anyway.
             The result is at least ``ceil(size / reduce)``; other formats ignore it.
+        header: this file's ``read_header`` result, if already parsed.
 
     Raises:
         DecodeError: naming ``path`` and the reason (empty, not an image, truncated, corrupt).
     """
-    kind = sniff_format(data)
+    kind = header.format if header is not None else sniff_format(data)
     if kind == "jpeg" and reduce == 1:
-        frame = _jpeg_frame(data)
-        if frame is not None and frame[2] in (1, 3):
+        components = header.components if header is not None else (_jpeg_frame(data) or (0, 0, 0))[2]
+        if components in (1, 3):
             return _decode_jpeg_torchvision(data, path, exif_orientation)
     image = _open(data, path)
     try:

@@ -75,7 +75,8 @@ class BatchInfo:
     def size_tensors(self) -> tuple[Tensor, Tensor]:
         """Heights and widths as ``[B]`` int64 on the device (a host-to-device copy, no sync)."""
         sizes = torch.tensor(self.sizes, dtype=torch.int64).view(-1, 2)
-        sizes = sizes.to(self.device, non_blocking=True)
+        if self.device.type != "cpu":  # pinned, so the copy is asynchronous (no stream sync)
+            sizes = sizes.pin_memory().to(self.device, non_blocking=True)
         return sizes[:, 0], sizes[:, 1]
 
 
@@ -87,7 +88,9 @@ def _uniform(info: BatchInfo, generator: torch.Generator | None, *shape: int, dt
     """
     device = info.device if generator is None else generator.device
     values = torch.rand((info.batch, *shape), generator=generator, device=device, dtype=dtype)
-    return values.to(info.device, non_blocking=True)
+    if values.device.type == "cpu" and info.device.type != "cpu":  # pinned: an asynchronous copy
+        values = values.pin_memory().to(info.device, non_blocking=True)
+    return values
 
 
 def _bernoulli(info: BatchInfo, generator: torch.Generator | None, p: float) -> Tensor:
@@ -720,22 +723,23 @@ class Compose(Transform):
         crop_at = next(i for i, (t, _) in enumerate(members) if isinstance(t, RandomResizedCrop))
         crop, crop_params = members[crop_at]
         boxes = crop_params["boxes"]
-        device = boxes.device
-        flips = {RandomHorizontalFlip: torch.zeros(boxes.shape[0], dtype=torch.bool, device=device)}
-        flips[RandomVerticalFlip] = flips[RandomHorizontalFlip].clone()
-        before = {kind: mask.clone() for kind, mask in flips.items()}
+        flips: dict[type, Tensor | None] = {RandomHorizontalFlip: None, RandomVerticalFlip: None}
+        before: dict[type, Tensor | None] = {RandomHorizontalFlip: None, RandomVerticalFlip: None}
         for position, (transform, transform_params) in enumerate(members):
             if isinstance(transform, _FLIPS):
-                mask = transform_params["flip"].to(device)
-                flips[type(transform)] ^= mask
+                kind, mask = type(transform), transform_params["flip"].to(boxes.device, non_blocking=True)
+                flips[kind] = mask if flips[kind] is None else flips[kind] ^ mask
                 if position < crop_at:
-                    before[type(transform)] ^= mask
-        # A flip before the crop equals a crop of the mirrored box, flipped after: exact.
-        heights, widths = BatchInfo.of(images).size_tensors()
-        top, left, height, width = boxes.unbind(1)
-        left = torch.where(before[RandomHorizontalFlip], widths.to(device) - left - width, left)
-        top = torch.where(before[RandomVerticalFlip], heights.to(device) - top - height, top)
-        boxes = torch.stack([top, left, height, width], dim=1)
+                    before[kind] = mask if before[kind] is None else before[kind] ^ mask
+        if before[RandomHorizontalFlip] is not None or before[RandomVerticalFlip] is not None:
+            # A flip before the crop equals a crop of the mirrored box, flipped after: exact.
+            heights, widths = BatchInfo.of(images).size_tensors()
+            top, left, height, width = boxes.unbind(1)
+            if before[RandomHorizontalFlip] is not None:
+                left = torch.where(before[RandomHorizontalFlip], widths - left - width, left)
+            if before[RandomVerticalFlip] is not None:
+                top = torch.where(before[RandomVerticalFlip], heights - top - height, top)
+            boxes = torch.stack([top, left, height, width], dim=1)
         return crop.apply(images, {"boxes": boxes}, hflip=flips[RandomHorizontalFlip], vflip=flips[RandomVerticalFlip])
 
     @staticmethod

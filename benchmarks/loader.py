@@ -1,0 +1,152 @@
+"""End-to-end loader throughput: from JPEG files to a ready batch on the device.
+
+Same files, same ops (RandomResizedCrop(224), RandomHorizontalFlip, ColorJitter(0.4, 0.4, 0.4),
+Normalize(ImageNet) -> float32), same number of worker processes and batch size:
+
+- ``pil-dataloader`` (the baseline): ``torch.utils.data.DataLoader`` over torchvision's
+  ``ImageFolder`` with PIL + ``torchvision.transforms``, batches moved to the device;
+- ``gpuaug``: ``ga.GPULoader`` (channels-last output);
+- ``dali``: ``gpuaug.dali.DALILoader`` when NVIDIA DALI is installed;
+- ``decode-only``: workers reading and decoding the same JPEGs and nothing else (the floor).
+
+Workers are persistent and started during the warm-up epoch; each repeat is one full epoch.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import torch
+
+import gpuaug as ga
+from benchmarks import data as bench_data
+from benchmarks.common import Measurement, add_ratios, bar_chart, format_table, measure, write_results
+from gpuaug.decode import decode_cpu
+
+BASELINE = "pil-dataloader"
+
+
+class _DecodeOnly(torch.utils.data.Dataset):
+    def __init__(self, samples):
+        self.samples = samples
+
+    def __len__(self):
+        return len(self.samples)
+
+    def __getitem__(self, index):
+        path = self.samples[index][0]
+        with open(path, "rb") as file:
+            return decode_cpu(file.read(), path).shape[-1]
+
+
+def _epoch(loader, device: torch.device) -> int:
+    count = 0
+    for images, labels in loader:
+        count += len(labels)
+        if device.type == "cuda":
+            images.sum()  # touch the batch on its stream, as a model would
+    return count
+
+
+def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
+    from torchvision import datasets
+    from torchvision import transforms as v1
+
+    device = torch.device(args.device)
+    root = bench_data.ensure(Path(args.data) if args.data else None, args.count, args.seed)
+    mean, std = ga.IMAGENET_MEAN, ga.IMAGENET_STD
+    size = args.image_size
+    common = {"batch_size": args.batch_size, "num_workers": args.workers, "persistent_workers": args.workers > 0}
+    torchvision_set = datasets.ImageFolder(
+        root,
+        transform=v1.Compose(
+            [
+                v1.RandomResizedCrop(size),
+                v1.RandomHorizontalFlip(),
+                v1.ColorJitter(0.4, 0.4, 0.4),
+                v1.ToTensor(),
+                v1.Normalize(mean, std),
+            ]
+        ),
+    )
+    baseline = torch.utils.data.DataLoader(torchvision_set, shuffle=True, pin_memory=device.type == "cuda", **common)
+    ours = ga.GPULoader(
+        ga.ImageFolder(root),
+        shuffle=True,
+        device=device,
+        **common,
+        transform=ga.Compose(
+            [ga.RandomResizedCrop(size), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize(mean, std)]
+        ),
+    )
+    decode_only = torch.utils.data.DataLoader(_DecodeOnly(torchvision_set.samples), collate_fn=len, **common)
+
+    def moved(loader):
+        def epoch():
+            count = 0
+            for images, labels in loader:
+                images = images.to(device, non_blocking=True)
+                count += len(labels)
+            return count
+
+        return epoch
+
+    pipelines = {
+        BASELINE: moved(baseline),
+        "gpuaug": lambda: _epoch(ours, device),
+        "decode-only": lambda: sum(decode_only),
+    }
+    try:
+        from gpuaug.dali import DALILoader
+
+        dali = DALILoader(
+            root, args.batch_size, shuffle=True, device=device, num_threads=max(1, args.workers), transform=ours.transform
+        )
+        pipelines["dali"] = lambda: _epoch(dali, device)
+    except ImportError:
+        pass
+
+    measurements = []
+    for name, run_once in pipelines.items():
+        measurements.append(measure("loader", name, run_once, device, repeats=args.repeats))
+        print(f"  loader {name}: {measurements[-1].images_per_sec:.1f} img/s", flush=True)
+    add_ratios(measurements, BASELINE)
+    floor = next(m.images_per_sec for m in measurements if m.pipeline == "decode-only")
+    for item in measurements:
+        item.extra["fraction_of_decode_only"] = item.images_per_sec / floor
+    stats = ours.stats
+    item = next(m for m in measurements if m.pipeline == "gpuaug")
+    item.extra["stats_last_epoch"] = {
+        "wait_seconds": stats.wait_seconds,
+        "decode_seconds": stats.decode_seconds,
+        "augment_seconds": stats.augment_seconds,
+        "epoch_seconds": stats.epoch_seconds,
+    }
+    return measurements, bench_data.describe(root)
+
+
+def main(args: argparse.Namespace) -> list[Measurement]:
+    measurements, dataset = run(args)
+    out = Path(args.out)
+    config = {
+        "loader": {
+            "device": args.device,
+            "batch_size": args.batch_size,
+            "image_size": args.image_size,
+            "workers": args.workers,
+            "repeats": args.repeats,
+            "dtype": "float32",
+            "dataset": dataset,
+            "ops": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize",
+        }
+    }
+    write_results(out, torch.device(args.device), config, measurements)
+    bar_chart(
+        out / "loader.png",
+        f"loader end to end, {args.workers} workers, batch {args.batch_size}, {args.device}",
+        measurements,
+        BASELINE,
+    )
+    print(format_table(measurements, BASELINE))
+    return measurements
