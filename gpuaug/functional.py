@@ -635,7 +635,13 @@ def yiq_hue_matrix(hue: Tensor) -> Tensor:
     rotation[:, 1, 2] = -sin
     rotation[:, 2, 1] = sin
     rotation[:, 2, 2] = cos
-    return (_YIQ_TO_RGB.to(hue.device) @ rotation @ _RGB_TO_YIQ.to(hue.device)).to(torch.float32)
+    to_rgb, to_yiq = _yiq_constants(hue.device)
+    return (to_rgb @ rotation @ to_yiq).to(torch.float32)
+
+
+@functools.lru_cache(maxsize=16)
+def _yiq_constants(device: torch.device) -> tuple[Tensor, Tensor]:
+    return _YIQ_TO_RGB.to(device), _RGB_TO_YIQ.to(device)
 
 
 def fused_color_normalize(
