@@ -1,0 +1,260 @@
+"""DALILoader on DALI's CPU-only pipeline (device_id=None): the GPULoader contract, epochs, shards,
+parameter ranges, the odd and bad file corpus, and the install hint when DALI is missing."""
+
+from __future__ import annotations
+
+import builtins
+import importlib
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import gpuaug as ga
+from tests.corpus import bad_files, odd_files, photo_folder, pil_rgb
+
+dali = pytest.importorskip("nvidia.dali", reason="the dali extra is not installed")
+from gpuaug.dali import DALILoader  # noqa: E402
+
+TRAIN = [
+    ga.RandomResizedCrop(48),
+    ga.RandomHorizontalFlip(),
+    ga.ColorJitter(0.4, 0.4, 0.4),
+    ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> Path:
+    return photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+def epoch(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    batches = list(loader)
+    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
+
+
+def test_contract_and_labels_match_image_folder(corpus):
+    loader = DALILoader(corpus, batch_size=5, transform=ga.Compose(TRAIN), device="cpu", num_threads=2, seed=0)
+    batches = list(loader)
+    images, labels = batches[0]
+    assert images.shape == (5, 3, 48, 48) and images.dtype == torch.float32
+    assert images.is_contiguous(memory_format=torch.channels_last) and images.device.type == "cpu"
+    assert labels.dtype == torch.int64
+    assert torch.cat([labels for _, labels in batches]).tolist() == ga.ImageFolder(corpus).targets
+    assert [len(labels) for _, labels in batches] == [5, 5, 5, 5, 4] and len(loader) == 5
+    assert loader.stats.images == 24 and loader.stats.batches == 5
+
+
+@pytest.mark.parametrize("drop_last", [False, True])
+def test_counts_per_epoch(corpus, drop_last):
+    loader = DALILoader(corpus, batch_size=7, drop_last=drop_last, transform=ga.Compose([ga.CenterCrop(16)]), device="cpu")
+    for _ in range(2):
+        sizes = [len(labels) for _, labels in loader]
+        assert sizes == ([7, 7, 7] if drop_last else [7, 7, 7, 3])
+        assert len(loader) == len(sizes)
+
+
+def test_reshuffles_every_epoch(corpus):
+    files = [(str(path), index) for index, (path, _) in enumerate(ga.ImageFolder(corpus).samples)]
+    loader = DALILoader(files, batch_size=6, shuffle=True, transform=ga.Compose([ga.CenterCrop(16)]), device="cpu", seed=3)
+    orders = [epoch(loader)[1].tolist() for _ in range(3)]
+    for order in orders:
+        assert sorted(order) == list(range(24))
+    assert orders[0] != orders[1] != orders[2]
+
+
+@pytest.mark.parametrize("shuffle", [False, True])
+def test_shards_are_disjoint_and_cover(corpus, shuffle):
+    files = [(str(path), index) for index, (path, _) in enumerate(ga.ImageFolder(corpus).samples)]
+    shards = [
+        epoch(
+            DALILoader(
+                files,
+                batch_size=4,
+                shuffle=shuffle,
+                shard_id=rank,
+                num_shards=3,
+                seed=5,
+                transform=ga.Compose([ga.CenterCrop(16)]),
+                device="cpu",
+            )
+        )[1].tolist()
+        for rank in range(3)
+    ]
+    assert sum(len(shard) for shard in shards) == 24
+    assert sorted(shards[0] + shards[1] + shards[2]) == list(range(24))
+
+
+def test_flip_with_p_one_flips_every_image(corpus):
+    crop = [ga.CenterCrop(32)]
+    plain, _ = epoch(DALILoader(corpus, batch_size=8, transform=ga.Compose(crop), dtype=torch.uint8, device="cpu"))
+    flipped, _ = epoch(
+        DALILoader(
+            corpus, batch_size=8, transform=ga.Compose(crop + [ga.RandomHorizontalFlip(1.0)]), dtype=torch.uint8, device="cpu"
+        )
+    )
+    assert torch.equal(flipped, plain.flip(-1))
+    never, _ = epoch(
+        DALILoader(
+            corpus, batch_size=8, transform=ga.Compose(crop + [ga.RandomHorizontalFlip(0.0)]), dtype=torch.uint8, device="cpu"
+        )
+    )
+    assert torch.equal(never, plain)
+
+
+@pytest.mark.parametrize(
+    "steps",
+    [[ga.Resize(40), ga.CenterCrop(32)], [ga.CenterCrop((50, 150))], [ga.Resize((30, 44))]],
+    ids=["resize-centre-crop", "centre-crop-padded", "resize-pair"],
+)
+def test_resize_and_centre_crop_match_gpuaug(corpus, steps):
+    """torchvision's output sizes and crop anchors are computed per image inside DALI: crops are
+    exact, resizes within DALI's filter rounding (0.1-0.2 levels on average)."""
+    transform = ga.Compose(steps)
+    ours, labels = epoch(DALILoader(corpus, batch_size=8, transform=transform, dtype=torch.uint8, device="cpu"))
+    reference = transform([torch.from_numpy(pil_rgb(path)).permute(2, 0, 1) for path, _ in ga.ImageFolder(corpus).samples])
+    assert labels.tolist() == ga.ImageFolder(corpus).targets
+    error = (ours.float() - reference.float()).abs()
+    assert error.mean() < 0.5 and error.max() <= 16
+
+
+def test_crop_scale_range_on_a_coordinate_pattern(tmp_path):
+    """Red encodes x, green encodes y: an output's colour extent is the crop box it came from."""
+    height, width = 200, 256
+    ys, xs = np.meshgrid(np.arange(height), np.arange(width), indexing="ij")
+    pattern = np.stack([xs * 255 // (width - 1), ys * 255 // (height - 1), np.zeros_like(xs)], -1).astype(np.uint8)
+    files = []
+    for index in range(16):
+        path = tmp_path / f"pattern_{index}.png"
+        Image.fromarray(pattern).save(path)
+        files.append((str(path), 0))
+    crop = ga.RandomResizedCrop(32, scale=(0.2, 0.3), ratio=(0.8, 1.25))
+    images, _ = epoch(DALILoader(files, batch_size=8, transform=ga.Compose([crop]), dtype=torch.uint8, device="cpu", seed=1))
+    red, green = images[:, 0].float(), images[:, 1].float()
+    box_width = (red.amax((1, 2)) - red.amin((1, 2))) / 255 * (width - 1)
+    box_height = (green.amax((1, 2)) - green.amin((1, 2))) / 255 * (height - 1)
+    area = (box_width + 8) * (box_height + 8) / (height * width)  # +8: the resampled edges
+    assert (area > 0.2 * 0.8).all() and (area < 0.3 * 1.25).all()
+    assert len({round(float(value), 3) for value in box_width}) > 4  # each image its own crop
+
+
+def test_translation_plan():
+    full = DALILoader._plan(ga.Compose(TRAIN), native_color=True)
+    assert [type(step).__name__ for step in full[0]] == ["RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter", "Normalize"]
+    assert full[1].transforms == []
+    gpuaug_colour = DALILoader._plan(ga.Compose(TRAIN), native_color=False)
+    assert [type(step).__name__ for step in gpuaug_colour[1].transforms] == ["ColorJitter", "Normalize"]
+    gray = DALILoader._plan(
+        ga.Compose([ga.RandomHorizontalFlip(), ga.RandomResizedCrop(8), ga.RandomGrayscale(), ga.Normalize((0.5,), (0.5,))]),
+        native_color=True,
+    )
+    assert [type(step).__name__ for step in gray[0]] == ["RandomResizedCrop", "RandomHorizontalFlip"]
+    assert [type(step).__name__ for step in gray[1].transforms] == ["RandomGrayscale", "Normalize"]
+
+
+def test_gpuaug_runs_the_rest_and_dtypes(corpus):
+    transform = ga.Compose([ga.CenterCrop(24), ga.RandomGrayscale(1.0), ga.Normalize((0.5,), (0.5,))])
+    images, _ = epoch(
+        DALILoader(corpus, batch_size=8, transform=transform, dtype=torch.bfloat16, channels_last=False, device="cpu")
+    )
+    assert images.dtype == torch.bfloat16 and images.is_contiguous()
+    assert (images[:, 0] == images[:, 1]).all() and (images.min() >= -1) and (images.max() <= 1)
+    with pytest.raises(ValueError, match="uint8"):
+        list(
+            DALILoader(
+                corpus,
+                batch_size=8,
+                transform=ga.Compose([ga.CenterCrop(8), ga.Normalize((0.5,), (0.5,))]),
+                dtype=torch.uint8,
+                device="cpu",
+            )
+        )
+
+
+@pytest.fixture(scope="module")
+def odd(tmp_path_factory) -> dict[str, Path]:
+    return odd_files(tmp_path_factory.mktemp("odd"))
+
+
+def test_odd_files_decode_like_pil(odd):
+    for name, path in odd.items():
+        if name == "gif":
+            continue
+        images, _ = epoch(DALILoader([(str(path), 0)], batch_size=1, dtype=torch.uint8, channels_last=False, device="cpu"))
+        assert np.array_equal(images[0].permute(1, 2, 0).numpy(), pil_rgb(path)), name
+
+
+def test_gif_is_named_or_skipped(odd):
+    files = [(str(odd["rgb_jpeg"]), 0), (str(odd["gif"]), 1)]
+    transform = ga.Compose([ga.CenterCrop(16)])
+    with pytest.raises(ga.DecodeError, match="photo.gif"):
+        list(DALILoader(files, batch_size=2, transform=transform, device="cpu"))
+    loader = DALILoader(files, batch_size=2, transform=transform, device="cpu", on_error="skip")
+    with pytest.warns(UserWarning, match="GIF"):
+        _, labels = epoch(loader)
+    assert labels.tolist() == [0] and loader.stats.skipped == 1
+
+
+@pytest.fixture(scope="module")
+def bad(tmp_path_factory) -> dict[str, Path]:
+    return bad_files(tmp_path_factory.mktemp("bad"))
+
+
+@pytest.mark.parametrize("name", ["empty", "text", "html", "truncated", "header_only", "garbled"])
+def test_bad_file_raises_decode_error_naming_it(corpus, bad, name):
+    files = [(str(path), 0) for path, _ in ga.ImageFolder(corpus).samples[:3]] + [(str(bad[name]), 1)]
+    with pytest.raises(ga.DecodeError) as caught:
+        list(DALILoader(files, batch_size=2, transform=ga.Compose([ga.CenterCrop(16)]), device="cpu"))
+    assert caught.value.path == str(bad[name]) and str(bad[name]) in str(caught.value)
+
+
+def test_skip_drops_what_the_scan_finds_and_garbled_data_still_raises(corpus, bad):
+    good = [(str(path), 0) for path, _ in ga.ImageFolder(corpus).samples[:5]]
+    structural = [(str(bad[name]), 1) for name in ("empty", "text", "html", "truncated", "header_only")]
+    loader = DALILoader(good + structural, batch_size=3, transform=ga.Compose(TRAIN), device="cpu", on_error="skip")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        images, labels = epoch(loader)
+    assert labels.tolist() == [0] * 5 and torch.isfinite(images).all()
+    assert loader.stats.skipped == 5 and set(loader.stats.skipped_paths) == {path for path, _ in structural}
+    assert len([w for w in caught if "skipped 5" in str(w.message)]) == 1
+    garbled = DALILoader(
+        good + [(str(bad["garbled"]), 1)], batch_size=3, transform=ga.Compose(TRAIN), device="cpu", on_error="skip"
+    )
+    with pytest.raises(ga.DecodeError, match="garbled.jpg"):
+        list(garbled)
+
+
+def test_bad_arguments(corpus):
+    for kwargs, fragment in (
+        ({"batch_size": 0}, "batch_size"),
+        ({"batch_size": 2, "shard_id": 2, "num_shards": 2}, "shard_id"),
+        ({"batch_size": 2, "on_error": "ignore"}, "on_error"),
+        ({"batch_size": 2, "dtype": torch.int16}, "dtype"),
+    ):
+        with pytest.raises(ValueError, match=fragment):
+            DALILoader(corpus, **kwargs)
+    with pytest.raises(TypeError, match="source"):
+        DALILoader(42, batch_size=2)
+    with pytest.raises(FileNotFoundError, match="missing"):
+        DALILoader(corpus / "missing", batch_size=2)
+
+
+def test_missing_dali_gives_the_install_hint(monkeypatch):
+    real_import = builtins.__import__
+
+    def hide_dali(name, *args, **kwargs):
+        if name.startswith("nvidia.dali") or name == "nvidia":
+            raise ImportError(f"No module named {name!r}")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", hide_dali)
+    for module in [name for name in sys.modules if name == "gpuaug.dali"]:
+        monkeypatch.delitem(sys.modules, module)
+    with pytest.raises(ImportError, match=r'pip install -e "\.\[dali\]"'):
+        importlib.import_module("gpuaug.dali")
