@@ -61,6 +61,7 @@ def photo_crops(
     seed: int = 0,
     short_side: tuple[int, int] = (200, 500),
     aspect: tuple[float, float] = (0.6, 1.7),
+    photos: Sequence[str] = PHOTOS,
 ) -> list[torch.Tensor]:
     """``count`` random crops of the bundled photos, resized so their shorter side lies in ``short_side``.
 
@@ -69,12 +70,13 @@ def photo_crops(
         seed: makes the set reproducible.
         short_side: range of the shorter side in pixels (ImageNet's typical 200-500 by default).
         aspect: range of width / height.
+        photos: which of ``PHOTOS`` to crop from.
 
     Returns:
         A list of uint8 ``[3, H, W]`` tensors of different sizes.
     """
     rng = np.random.default_rng(seed)
-    photos = [load_photo(name) for name in PHOTOS]
+    photos = [load_photo(name) for name in photos]
     images = []
     for _ in range(count):
         photo = photos[rng.integers(len(photos))]
@@ -101,17 +103,27 @@ def write_photo_folder(
     short_side: tuple[int, int] = (200, 500),
     quality: tuple[int, int] = (75, 95),
     subsampling_420: float = 0.8,
+    photos: Sequence[Sequence[str]] | None = None,
 ) -> list[str]:
     """Write an ImageFolder of JPEG photo crops: ``root/<class>/<class>_<n>.jpg``.
 
     ImageNet-like by default: shorter side 200-500 px, mixed aspect ratios, quality 75-95,
     mostly 4:2:0 chroma subsampling (the rest 4:4:4). Reproducible from ``seed``.
 
+    Args:
+        photos: per class, the photos its crops come from (default: every class from all of
+            ``PHOTOS``, so classes are only names).
+
     Returns:
         The written paths, in order.
     """
     rng = np.random.default_rng(seed)
-    images = photo_crops(len(classes) * per_class, seed=seed, short_side=short_side)
+    if photos is None:
+        images = photo_crops(len(classes) * per_class, seed=seed, short_side=short_side)
+    else:
+        per_photo_set = [photo_crops(per_class, seed=seed + 7919 * index, short_side=short_side, photos=names)
+                         for index, names in enumerate(photos)]
+        images = [per_photo_set[index % len(classes)][index // len(classes)] for index in range(len(classes) * per_class)]
     paths = []
     for index, image in enumerate(images):
         name = classes[index % len(classes)]

@@ -1,0 +1,119 @@
+"""The fine-tuning run's configuration: one frozen dataclass; the command line mirrors it.
+
+Defaults are the d2l "Fine-Tuning" recipe (hotdog / not-hotdog): ImageNet-pretrained ResNet-18,
+a new output layer trained from scratch at 10x the learning rate of the pretrained layers, SGD
+with weight decay 1e-3, batch 128, 5 epochs, RandomResizedCrop(224) + flip for training and
+Resize(256) + CenterCrop(224) for testing, ImageNet normalisation.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from dataclasses import dataclass, field, fields
+
+MODELS = ("resnet18", "resnet34", "resnet50")
+LOADERS = ("gpu", "dali", "torch")
+SCHEDULES = ("none", "cosine", "step")
+AMP_MODES = ("auto", "bf16", "fp16", "off")
+
+
+def _help(text: str, **extra) -> dict:
+    return {"help": text, **extra}
+
+
+@dataclass(frozen=True)
+class Config:
+    data: str | None = field(
+        default=None,
+        metadata=_help("ImageFolder root with train/ and test/ (or val/); without it a built-in cat / not-cat demo set is made"),
+    )
+    model: str = field(default="resnet18", metadata=_help(f"torchvision model: {', '.join(MODELS)}"))
+    weights: str = field(
+        default="DEFAULT",
+        metadata=_help("DEFAULT or IMAGENET1K_V1 (torchvision's, from its cache or a download), a state_dict file PATH, or none"),
+    )
+    epochs: int = field(default=5, metadata=_help("epochs to train (with --resume: the total to reach)"))
+    batch_size: int = field(default=128, metadata=_help("images per step on each process"))
+    lr: float = field(default=0.01, metadata=_help("learning rate of the pretrained layers (mean-reduced loss)"))
+    head_lr_mult: float = field(default=10.0, metadata=_help("the new output layer's learning rate multiplier"))
+    momentum: float = field(default=0.0, metadata=_help("SGD momentum (d2l uses none)"))
+    weight_decay: float = field(default=1e-3, metadata=_help("SGD weight decay"))
+    image_size: int = field(default=224, metadata=_help("training crop; the test resize is image_size * 256 / 224"))
+    accum_steps: int = field(default=1, metadata=_help("gradient accumulation steps per optimizer step"))
+    warmup_epochs: float = field(default=0.0, metadata=_help("linear learning-rate warm-up, in epochs"))
+    schedule: str = field(default="none", metadata=_help(f"learning-rate schedule after warm-up: {', '.join(SCHEDULES)}"))
+    scale_lr: bool = field(default=False, metadata=_help("linear scaling: lr x (batch x accum x processes) / 128"))
+    loader: str = field(
+        default="gpu",
+        metadata=_help("gpu: gpuaug.GPULoader; dali: gpuaug.dali.DALILoader; torch: DataLoader + PIL transforms (the baseline)"),
+    )
+    workers: int = field(default=2, metadata=_help("loader worker processes (DALI: threads)"))
+    amp: str = field(default="auto", metadata=_help("mixed precision: auto (bf16 on CUDA, off on CPU), bf16, fp16, off"))
+    channels_last: bool = field(default=True, metadata=_help("channels-last memory format for images and model"))
+    compile: bool = field(default=False, metadata=_help("torch.compile the model"))
+    seed: int = field(default=0, metadata=_help("seed of the model's new layer, the data order and the augmentations"))
+    quiet: bool = field(default=False, metadata=_help("no progress bar (the one-line summary per epoch stays)"))
+    out: str = field(
+        default="runs/finetune", metadata=_help("output folder: config.json, metrics.jsonl, curves.png, checkpoint.pt")
+    )
+    resume: str | None = field(default=None, metadata=_help("continue from this folder's checkpoint.pt (writes there)"))
+
+    @property
+    def test_resize(self) -> int:
+        return round(self.image_size * 256 / 224)
+
+
+# The demo (no --data): small enough for 2 CPU cores in under 3 minutes.
+DEMO = {"epochs": 5, "batch_size": 32, "image_size": 112, "out": "runs/demo"}
+
+
+class ConfigError(ValueError):
+    """A user mistake in the configuration: exit status 2 and one line."""
+
+
+def validate(config: Config) -> Config:
+    """Check values argparse cannot; raise ``ConfigError`` naming the flag."""
+    checks = [
+        (config.model in MODELS, f"--model must be one of {', '.join(MODELS)}, got {config.model!r}"),
+        (config.loader in LOADERS, f"--loader must be one of {', '.join(LOADERS)}, got {config.loader!r}"),
+        (config.schedule in SCHEDULES, f"--schedule must be one of {', '.join(SCHEDULES)}, got {config.schedule!r}"),
+        (config.amp in AMP_MODES, f"--amp must be one of {', '.join(AMP_MODES)}, got {config.amp!r}"),
+        (config.epochs >= 1, f"--epochs must be >= 1, got {config.epochs}"),
+        (config.batch_size >= 1, f"--batch-size must be >= 1, got {config.batch_size}"),
+        (config.accum_steps >= 1, f"--accum-steps must be >= 1, got {config.accum_steps}"),
+        (config.lr > 0, f"--lr must be > 0, got {config.lr}"),
+        (config.image_size >= 16, f"--image-size must be >= 16, got {config.image_size}"),
+        (config.workers >= 0, f"--workers must be >= 0, got {config.workers}"),
+        (config.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {config.warmup_epochs}"),
+    ]
+    for ok, message in checks:
+        if not ok:
+            raise ConfigError(message)
+    return config
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """One flag per ``Config`` field (``--batch-size`` for ``batch_size``); booleans get ``--no-...``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m finetune",
+        description="Fine-tune an ImageNet ResNet on an ImageFolder (the d2l hotdog recipe), fed by gpuaug. "
+        "Without --data, a small built-in demo.",
+        argument_default=argparse.SUPPRESS,
+    )
+    for item in fields(Config):
+        flag = "--" + item.name.replace("_", "-")
+        text = f"{item.metadata['help']} (default: {item.default})"
+        if item.type in ("bool", bool):
+            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+        else:
+            kind = {"int": int, "float": float}.get(str(item.type), str)
+            parser.add_argument(flag, type=kind, metavar=item.name.upper(), help=text)
+    return parser
+
+
+def from_args(argv: list[str] | None = None) -> Config:
+    """The config from the command line; the demo's smaller defaults apply without ``--data``."""
+    given = vars(build_parser().parse_args(argv))
+    base = {} if given.get("data") or given.get("resume") else dict(DEMO)
+    return validate(dataclasses.replace(Config(), **{**base, **given}))
