@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
+from pathlib import Path
 
 import torch
 
@@ -11,9 +13,9 @@ import torch
 def _common(parser: argparse.ArgumentParser, batch_size: int) -> None:
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu", help="cpu or cuda")
     parser.add_argument("--batch-size", type=int, default=batch_size, help=f"images per batch (default {batch_size})")
-    parser.add_argument("--image-size", type=int, default=224, help="output side (default 224)")
+    parser.add_argument("--image-size", type=int, default=224, help="output side (default 224; train on CPU: 112)")
     parser.add_argument("--repeats", type=int, default=5, help="timed repeats, median reported (default 5)")
-    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes (default 2)")
+    parser.add_argument("--workers", type=int, default=2, help="DataLoader worker processes / DALI threads (default 2)")
     parser.add_argument("--data", default=None, help="ImageFolder of JPEGs (default: the cached `data` set)")
     parser.add_argument("--count", type=int, default=1000, help="images in the default data set (default 1000)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the default data set (default 0)")
@@ -28,19 +30,30 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--out", default=None, help="folder to write (default: a cache folder)")
     data.add_argument("--count", type=int, default=1000, help="number of images (default 1000)")
     data.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    aug = commands.add_parser(
-        "aug",
-        help="augment-only: gpuaug vs Kornia AugmentationSequential vs torchvision v2 / PIL per image",
-        description="Augment-only throughput on a decoded uint8 batch already on the device.",
-    )
-    _common(aug, 64)
-    loader = commands.add_parser(
-        "loader",
-        help="files to batch: PIL DataLoader vs GPULoader (vs DALI) and the decode-only floor",
-        description="End-to-end loader throughput on the same JPEG files with the same ops and workers.",
-    )
-    _common(loader, 64)
+    described = {
+        "aug": "augment-only: gpuaug vs Kornia AugmentationSequential vs torchvision v2 / PIL per image",
+        "loader": "files to batch: PIL DataLoader vs GPULoader (vs DALI) and the decode-only floor",
+        "train": "a ResNet fed by each loader vs the same training on synthetic on-device data",
+        "all": "aug, loader and train into one results.json",
+    }
+    for name, text in described.items():
+        _common(commands.add_parser(name, help=text, description=text), 64)
+    report = commands.add_parser("report", help="Markdown tables (and target checks) from benchmarks/results/*.json")
+    report.add_argument("--results-dir", default=str(Path(__file__).resolve().parent / "results"), help="result files")
+    report.add_argument("--collect", default=None, help="first copy OUT/results.json + charts into the results folder")
+    report.add_argument("--readme", default=None, help="write the tables into this README between the performance markers")
     return parser
+
+
+def _print_targets(out: Path) -> None:
+    from benchmarks.report import targets
+
+    path = out / "results.json"
+    record = json.loads(path.read_text())
+    record["targets"] = targets(record)
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    for check in record["targets"]:
+        print(f"  target {check['target']}: {check['value']} (goal {check['goal']}) {'met' if check['met'] else 'MISSED'}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,14 +68,19 @@ def main(argv: list[str] | None = None) -> int:
         from benchmarks import data
 
         data.main(args)
-    elif args.command == "aug":
-        from benchmarks import aug
+        return 0
+    if args.command == "report":
+        from benchmarks import report
 
-        aug.main(args)
-    elif args.command == "loader":
-        from benchmarks import loader
+        report.main(args)
+        return 0
+    from benchmarks import aug, loader, train
 
-        loader.main(args)
+    chosen = {"aug": [aug], "loader": [loader], "train": [train], "all": [aug, loader, train]}[args.command]
+    for module in chosen:
+        print(f"== {module.__name__.split('.')[-1]}", flush=True)
+        module.main(args)
+    _print_targets(Path(args.out))
     return 0
 
 

@@ -7,7 +7,8 @@ Normalize(ImageNet) -> float32), same number of worker processes and batch size:
   ``ImageFolder`` with PIL + ``torchvision.transforms``, batches moved to the device;
 - ``gpuaug``: ``ga.GPULoader`` (channels-last output);
 - ``dali``: ``gpuaug.dali.DALILoader`` when NVIDIA DALI is installed;
-- ``decode-only``: workers reading and decoding the same JPEGs and nothing else (the floor).
+- ``decode-only``: the same JPEGs read and decoded and nothing else (the floor): in the workers on
+  the CPU; on CUDA, workers read bytes and the main process makes one batched nvJPEG call.
 
 Workers are persistent and started during the warm-up epoch; each repeat is one full epoch.
 """
@@ -22,14 +23,16 @@ import torch
 import gpuaug as ga
 from benchmarks import data as bench_data
 from benchmarks.common import Measurement, add_ratios, bar_chart, format_table, measure, write_results
-from gpuaug.decode import decode_cpu
+from gpuaug.decode import decode_cpu, decode_jpegs_cuda
 
 BASELINE = "pil-dataloader"
 
 
 class _DecodeOnly(torch.utils.data.Dataset):
-    def __init__(self, samples):
-        self.samples = samples
+    """Workers read (and on the CPU decode) the files, nothing else: the floor of any loader."""
+
+    def __init__(self, samples, decode: bool):
+        self.samples, self.decode = samples, decode
 
     def __len__(self):
         return len(self.samples)
@@ -37,7 +40,24 @@ class _DecodeOnly(torch.utils.data.Dataset):
     def __getitem__(self, index):
         path = self.samples[index][0]
         with open(path, "rb") as file:
-            return decode_cpu(file.read(), path).shape[-1]
+            data = file.read()
+        return decode_cpu(data, path).shape[-1] if self.decode else torch.frombuffer(bytearray(data), dtype=torch.uint8)
+
+
+def _decode_only(samples, device: torch.device, common: dict):
+    """CPU: decode in the workers. CUDA: workers read bytes, one batched nvJPEG call per batch."""
+    if device.type != "cuda":
+        loader = torch.utils.data.DataLoader(_DecodeOnly(samples, decode=True), collate_fn=len, **common)
+        return lambda: sum(loader)
+    loader = torch.utils.data.DataLoader(_DecodeOnly(samples, decode=False), collate_fn=list, pin_memory=True, **common)
+
+    def epoch() -> int:
+        count = 0
+        for encoded in loader:
+            count += len(decode_jpegs_cuda(encoded, ["?"] * len(encoded), device))
+        return count
+
+    return epoch
 
 
 def _epoch(loader, device: torch.device) -> int:
@@ -80,7 +100,6 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
             [ga.RandomResizedCrop(size), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize(mean, std)]
         ),
     )
-    decode_only = torch.utils.data.DataLoader(_DecodeOnly(torchvision_set.samples), collate_fn=len, **common)
 
     def moved(loader):
         def epoch():
@@ -95,7 +114,7 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     pipelines = {
         BASELINE: moved(baseline),
         "gpuaug": lambda: _epoch(ours, device),
-        "decode-only": lambda: sum(decode_only),
+        "decode-only": _decode_only(torchvision_set.samples, device, common),
     }
     try:
         from gpuaug.dali import DALILoader

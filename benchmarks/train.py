@@ -1,0 +1,148 @@
+"""Training fed by each loader against the same training on synthetic data already on the device.
+
+A ResNet (resnet50 on CUDA, resnet18 at 112 px on the CPU unless ``--image-size`` says otherwise)
+in bf16 autocast, channels-last, SGD: the ``ceiling`` is its images/s on random batches that
+already sit on the device; each loader's row is the same steps fed by that loader (same ops as
+``loader``: RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4) + Normalize), and its
+``fraction_of_ceiling``. On 2 CPU cores the loaders' workers compete with training for the cores,
+which is what the fraction shows there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+from pathlib import Path
+
+import torch
+import torchvision
+from torch import nn
+
+import gpuaug as ga
+from benchmarks import data as bench_data
+from benchmarks.common import Measurement, bar_chart, format_table, measure, write_results
+
+CEILING = "synthetic-ceiling"
+
+
+def _model(device: torch.device, classes: int) -> tuple[nn.Module, str]:
+    name = "resnet50" if device.type == "cuda" else "resnet18"
+    model = torchvision.models.get_model(name, weights=None, num_classes=classes)
+    return model.to(device, memory_format=torch.channels_last), name
+
+
+def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
+    from torchvision import datasets
+    from torchvision import transforms as v1
+
+    device = torch.device(args.device)
+    size = args.image_size if device.type == "cuda" or args.image_size != 224 else 112
+    steps = (3 if args.quick else 6) if device.type == "cpu" else (10 if args.quick else 30)
+    root = bench_data.ensure(Path(args.data) if args.data else None, args.count, args.seed)
+    model, name = _model(device, len(ga.ImageFolder(root).classes))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    criterion = nn.CrossEntropyLoss()
+
+    def train_on(batches) -> int:
+        count = 0
+        for images, labels in itertools.islice(batches, steps):
+            with torch.autocast(device.type, dtype=torch.bfloat16):
+                loss = criterion(model(images), labels)
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            count += len(labels)
+        return count
+
+    def forever(loader):
+        while True:
+            yield from loader
+
+    synthetic = [
+        (
+            torch.randn(args.batch_size, 3, size, size, device=device).contiguous(memory_format=torch.channels_last),
+            torch.randint(0, 10, (args.batch_size,), device=device),
+        )
+        for _ in range(2)
+    ]
+    mean, std = ga.IMAGENET_MEAN, ga.IMAGENET_STD
+    common = {"batch_size": args.batch_size, "num_workers": args.workers, "persistent_workers": args.workers > 0, "shuffle": True}
+    pil_set = datasets.ImageFolder(
+        root,
+        transform=v1.Compose(
+            [
+                v1.RandomResizedCrop(size),
+                v1.RandomHorizontalFlip(),
+                v1.ColorJitter(0.4, 0.4, 0.4),
+                v1.ToTensor(),
+                v1.Normalize(mean, std),
+            ]
+        ),
+    )
+    pil_loader = torch.utils.data.DataLoader(pil_set, pin_memory=device.type == "cuda", drop_last=True, **common)
+
+    def pil_batches():
+        for images, labels in forever(pil_loader):
+            yield images.to(device, non_blocking=True, memory_format=torch.channels_last), labels.to(device, non_blocking=True)
+
+    transform = ga.Compose(
+        [ga.RandomResizedCrop(size), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize(mean, std)]
+    )
+    ours = ga.GPULoader(ga.ImageFolder(root), device=device, transform=transform, drop_last=True, **common)
+    feeds = {CEILING: itertools.cycle(synthetic), "pil-dataloader": pil_batches(), "gpuaug": forever(ours)}
+    try:
+        from gpuaug.dali import DALILoader
+
+        feeds["dali"] = forever(
+            DALILoader(
+                root,
+                args.batch_size,
+                shuffle=True,
+                drop_last=True,
+                device=device,
+                num_threads=max(1, args.workers),
+                transform=transform,
+            )
+        )
+    except ImportError:
+        pass
+
+    measurements = []
+    for pipeline, feed in feeds.items():
+        measurements.append(measure("train", pipeline, lambda feed=feed: train_on(feed), device, repeats=args.repeats))
+        print(f"  train {pipeline}: {measurements[-1].images_per_sec:.1f} img/s", flush=True)
+    ceiling = measurements[0].images_per_sec
+    for item in measurements:
+        item.ratio_to_baseline = item.images_per_sec / ceiling
+        item.extra["fraction_of_ceiling"] = item.images_per_sec / ceiling
+    return measurements, {
+        "model": name,
+        "image_size": size,
+        "steps_per_repeat": steps,
+        "amp": "bf16",
+        "channels_last": True,
+        "dataset": bench_data.describe(root),
+    }
+
+
+def main(args: argparse.Namespace) -> list[Measurement]:
+    measurements, details = run(args)
+    out = Path(args.out)
+    config = {
+        "train": {
+            "device": args.device,
+            "batch_size": args.batch_size,
+            "workers": args.workers,
+            "repeats": args.repeats,
+            **details,
+        }
+    }
+    write_results(out, torch.device(args.device), config, measurements)
+    bar_chart(
+        out / "train.png",
+        f"training fed by each loader ({details['model']}, {details['image_size']} px, batch {args.batch_size}, {args.device})",
+        measurements,
+        CEILING,
+    )
+    print(format_table(measurements, CEILING))
+    return measurements
