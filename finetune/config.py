@@ -65,7 +65,7 @@ class Config:
 
 
 # The demo (no --data): small enough for 2 CPU cores in under 3 minutes.
-DEMO = {"epochs": 5, "batch_size": 32, "image_size": 112, "out": "runs/demo"}
+DEMO = {"epochs": 5, "batch_size": 32, "image_size": 112, "schedule": "cosine", "out": "runs/demo"}
 
 
 class ConfigError(ValueError):
