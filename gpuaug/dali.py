@@ -86,7 +86,7 @@ def _structure_problem(path: str, exif_orientation: bool) -> str | None:
         return error.reason
     if header.format not in _DALI_FORMATS:
         return f"{(header.format or 'this format').upper()} is not decoded by DALI"
-    if header.format == "jpeg" and not data.rstrip(b"\x00").endswith(b"\xff\xd9"):
+    if not header.complete:
         return "truncated JPEG (no end-of-image marker)"
     return None
 

@@ -89,6 +89,7 @@ class ImageHeader:
     components: int = 3  # JPEG colour components (1 gray, 3 YCbCr, 4 CMYK)
     progressive: bool = False
     orientation: int = 1  # EXIF orientation (1 = as stored)
+    complete: bool = True  # a JPEG ends with its end-of-image marker (a truncated file does not)
 
     @property
     def oriented_size(self) -> tuple[int, int]:
@@ -97,8 +98,11 @@ class ImageHeader:
 
     @property
     def nvjpeg_ok(self) -> bool:
-        """A JPEG nvJPEG decodes to RGB as PIL would: baseline, grayscale or YCbCr."""
-        return self.format == "jpeg" and self.components in (1, 3) and not self.progressive
+        """A whole JPEG nvJPEG decodes to RGB as PIL would: baseline, grayscale or YCbCr.
+
+        Truncated files go to the CPU decoder, which reports them instead of filling in grey.
+        """
+        return self.format == "jpeg" and self.components in (1, 3) and not self.progressive and self.complete
 
 
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
@@ -137,10 +141,11 @@ def read_header(data: bytes, path: str, exif_orientation: bool = False) -> Image
         DecodeError: when the bytes are not a readable image.
     """
     kind = sniff_format(data)
+    complete = kind != "jpeg" or bytes(data[-16:]).rstrip(b"\x00").endswith(b"\xff\xd9")
     if kind == "jpeg" and not exif_orientation:
         frame = _jpeg_frame(data)
         if frame is not None and frame[0] > 0 and frame[1] > 0:
-            return ImageHeader("jpeg", frame[0], frame[1], frame[2], frame[3])
+            return ImageHeader("jpeg", frame[0], frame[1], frame[2], frame[3], complete=complete)
     image = _open(data, path)
     orientation = 1
     if exif_orientation:
@@ -154,7 +159,7 @@ def read_header(data: bytes, path: str, exif_orientation: bool = False) -> Image
         frame = _jpeg_frame(data)
         if frame is not None:
             components, progressive = frame[2], frame[3]
-    return ImageHeader(kind, image.height, image.width, components, progressive, orientation)
+    return ImageHeader(kind, image.height, image.width, components, progressive, orientation, complete)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -121,8 +121,10 @@ def write_photo_folder(
     if photos is None:
         images = photo_crops(len(classes) * per_class, seed=seed, short_side=short_side)
     else:
-        per_photo_set = [photo_crops(per_class, seed=seed + 7919 * index, short_side=short_side, photos=names)
-                         for index, names in enumerate(photos)]
+        per_photo_set = [
+            photo_crops(per_class, seed=seed + 7919 * index, short_side=short_side, photos=names)
+            for index, names in enumerate(photos)
+        ]
         images = [per_photo_set[index % len(classes)][index // len(classes)] for index in range(len(classes) * per_class)]
     paths = []
     for index, image in enumerate(images):

@@ -78,6 +78,13 @@ def test_sniffing_goes_by_content_not_name(odd):
     assert (large.height, large.width, large.nvjpeg_ok) == (2900, 4100, True)
 
 
+def test_truncated_jpegs_never_go_to_nvjpeg(bad):
+    """nvJPEG may fill a truncated file with grey; such files go to the CPU decoder, which says why."""
+    for name in ("truncated", "header_only"):
+        header = read_header(bad[name].read_bytes(), name)
+        assert header.format == "jpeg" and not header.complete and not header.nvjpeg_ok
+
+
 def test_exif_orientation_default_off_and_flag_on(odd):
     data = odd["exif_rotated_jpeg"].read_bytes()
     assert decode_cpu(data, "x").shape == (3, 72, 96)  # as stored, like torchvision's ImageFolder
