@@ -21,7 +21,7 @@ from pathlib import Path
 import torch
 
 import gpuaug as ga
-from benchmarks.common import Measurement, add_ratios, bar_chart, format_table, measure, write_results
+from benchmarks.common import Measurement, add_ratios, bar_chart, format_table, gpuaug_recipe, measure, pil_recipe, write_results
 from gpuaug.samples import photo_crops
 
 BASELINE = "pil-per-image"
@@ -37,11 +37,10 @@ def make_batches(count: int, batch_size: int, device: torch.device, seed: int = 
 
 def pipelines(image_size: int, device: torch.device) -> dict[str, object]:
     import kornia.augmentation as K
-    from torchvision import transforms as v1
     from torchvision.transforms import v2
 
     mean, std = ga.IMAGENET_MEAN, ga.IMAGENET_STD
-    ours = [ga.RandomResizedCrop(image_size), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize(mean, std)]
+    ours = gpuaug_recipe(image_size).transforms
     return {
         "gpuaug": ga.Compose(ours),
         "gpuaug-exact": ga.Compose(ours, fuse=False),
@@ -60,15 +59,7 @@ def pipelines(image_size: int, device: torch.device) -> dict[str, object]:
                 v2.Normalize(mean, std),
             ]
         ),
-        BASELINE: v1.Compose(
-            [
-                v1.RandomResizedCrop(image_size),
-                v1.RandomHorizontalFlip(),
-                v1.ColorJitter(0.4, 0.4, 0.4),
-                v1.ToTensor(),
-                v1.Normalize(mean, std),
-            ]
-        ),
+        BASELINE: pil_recipe(image_size),
     }
 
 

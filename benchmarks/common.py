@@ -17,6 +17,37 @@ from typing import Any
 import torch
 
 
+def pil_recipe(size: int):
+    """The baseline's transforms: PIL + torchvision, RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4) + Normalize."""
+    from torchvision import transforms as v1
+
+    import gpuaug as ga
+
+    return v1.Compose(
+        [
+            v1.RandomResizedCrop(size),
+            v1.RandomHorizontalFlip(),
+            v1.ColorJitter(0.4, 0.4, 0.4),
+            v1.ToTensor(),
+            v1.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+        ]
+    )
+
+
+def gpuaug_recipe(size: int):
+    """The same ops as ``pil_recipe`` in gpuaug."""
+    import gpuaug as ga
+
+    return ga.Compose(
+        [
+            ga.RandomResizedCrop(size),
+            ga.RandomHorizontalFlip(),
+            ga.ColorJitter(0.4, 0.4, 0.4),
+            ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+        ]
+    )
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():

@@ -22,7 +22,7 @@ import torch
 
 import gpuaug as ga
 from benchmarks import data as bench_data
-from benchmarks.common import Measurement, add_ratios, bar_chart, format_table, measure, write_results
+from benchmarks.common import Measurement, add_ratios, bar_chart, format_table, gpuaug_recipe, measure, pil_recipe, write_results
 from gpuaug.decode import decode_cpu, decode_jpegs_cuda
 
 BASELINE = "pil-dataloader"
@@ -71,34 +71,19 @@ def _epoch(loader, device: torch.device) -> int:
 
 def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     from torchvision import datasets
-    from torchvision import transforms as v1
 
     device = torch.device(args.device)
     root = bench_data.ensure(Path(args.data) if args.data else None, args.count, args.seed)
-    mean, std = ga.IMAGENET_MEAN, ga.IMAGENET_STD
     size = args.image_size
     common = {"batch_size": args.batch_size, "num_workers": args.workers, "persistent_workers": args.workers > 0}
-    torchvision_set = datasets.ImageFolder(
-        root,
-        transform=v1.Compose(
-            [
-                v1.RandomResizedCrop(size),
-                v1.RandomHorizontalFlip(),
-                v1.ColorJitter(0.4, 0.4, 0.4),
-                v1.ToTensor(),
-                v1.Normalize(mean, std),
-            ]
-        ),
-    )
+    torchvision_set = datasets.ImageFolder(root, transform=pil_recipe(size))
     baseline = torch.utils.data.DataLoader(torchvision_set, shuffle=True, pin_memory=device.type == "cuda", **common)
     ours = ga.GPULoader(
         ga.ImageFolder(root),
         shuffle=True,
         device=device,
         **common,
-        transform=ga.Compose(
-            [ga.RandomResizedCrop(size), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize(mean, std)]
-        ),
+        transform=gpuaug_recipe(size),
     )
 
     def moved(loader):

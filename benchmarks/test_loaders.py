@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 import torch
 from torchvision import datasets
-from torchvision import transforms as v1
 
 import gpuaug as ga
+from benchmarks.common import gpuaug_recipe, pil_recipe
 from gpuaug.samples import write_photo_folder
 
 SIZE, WORKERS, BATCH = 128, 2, 16
@@ -21,17 +21,6 @@ def folder(tmp_path_factory):
     return root
 
 
-def _ops():
-    return ga.Compose(
-        [
-            ga.RandomResizedCrop(SIZE),
-            ga.RandomHorizontalFlip(),
-            ga.ColorJitter(0.4, 0.4, 0.4),
-            ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
-        ]
-    )
-
-
 def _epoch(loader) -> tuple[int, torch.Size]:
     count, shape = 0, None
     for images, labels in loader:
@@ -41,24 +30,19 @@ def _epoch(loader) -> tuple[int, torch.Size]:
 
 def test_gpuaug_loader(benchmark, folder):
     loader = ga.GPULoader(
-        ga.ImageFolder(folder), BATCH, shuffle=True, num_workers=WORKERS, persistent_workers=True, transform=_ops(), device="cpu"
+        ga.ImageFolder(folder),
+        BATCH,
+        shuffle=True,
+        num_workers=WORKERS,
+        persistent_workers=True,
+        transform=gpuaug_recipe(SIZE),
+        device="cpu",
     )
     assert benchmark(_epoch, loader) == (48, (3, SIZE, SIZE))
 
 
 def test_pil_dataloader(benchmark, folder):
-    dataset = datasets.ImageFolder(
-        folder,
-        transform=v1.Compose(
-            [
-                v1.RandomResizedCrop(SIZE),
-                v1.RandomHorizontalFlip(),
-                v1.ColorJitter(0.4, 0.4, 0.4),
-                v1.ToTensor(),
-                v1.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
-            ]
-        ),
-    )
+    dataset = datasets.ImageFolder(folder, transform=pil_recipe(SIZE))
     loader = torch.utils.data.DataLoader(dataset, BATCH, shuffle=True, num_workers=WORKERS, persistent_workers=True)
     assert benchmark(_epoch, loader) == (48, (3, SIZE, SIZE))
 
@@ -67,5 +51,5 @@ def test_dali_loader(benchmark, folder):
     pytest.importorskip("nvidia.dali")
     from gpuaug.dali import DALILoader
 
-    loader = DALILoader(folder, BATCH, shuffle=True, transform=_ops(), device="cpu", num_threads=WORKERS)
+    loader = DALILoader(folder, BATCH, shuffle=True, transform=gpuaug_recipe(SIZE), device="cpu", num_threads=WORKERS)
     assert benchmark(_epoch, loader) == (48, (3, SIZE, SIZE))

@@ -20,7 +20,7 @@ from torch import nn
 
 import gpuaug as ga
 from benchmarks import data as bench_data
-from benchmarks.common import Measurement, bar_chart, format_table, measure, write_results
+from benchmarks.common import Measurement, bar_chart, format_table, gpuaug_recipe, measure, pil_recipe, write_results
 
 CEILING = "synthetic-ceiling"
 
@@ -33,7 +33,6 @@ def _model(device: torch.device, classes: int) -> tuple[nn.Module, str]:
 
 def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     from torchvision import datasets
-    from torchvision import transforms as v1
 
     device = torch.device(args.device)
     size = args.image_size if device.type == "cuda" or args.image_size != 224 else 112
@@ -65,29 +64,15 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
         )
         for _ in range(2)
     ]
-    mean, std = ga.IMAGENET_MEAN, ga.IMAGENET_STD
     common = {"batch_size": args.batch_size, "num_workers": args.workers, "persistent_workers": args.workers > 0, "shuffle": True}
-    pil_set = datasets.ImageFolder(
-        root,
-        transform=v1.Compose(
-            [
-                v1.RandomResizedCrop(size),
-                v1.RandomHorizontalFlip(),
-                v1.ColorJitter(0.4, 0.4, 0.4),
-                v1.ToTensor(),
-                v1.Normalize(mean, std),
-            ]
-        ),
-    )
+    pil_set = datasets.ImageFolder(root, transform=pil_recipe(size))
     pil_loader = torch.utils.data.DataLoader(pil_set, pin_memory=device.type == "cuda", drop_last=True, **common)
 
     def pil_batches():
         for images, labels in forever(pil_loader):
             yield images.to(device, non_blocking=True, memory_format=torch.channels_last), labels.to(device, non_blocking=True)
 
-    transform = ga.Compose(
-        [ga.RandomResizedCrop(size), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize(mean, std)]
-    )
+    transform = gpuaug_recipe(size)
     ours = ga.GPULoader(ga.ImageFolder(root), device=device, transform=transform, drop_last=True, **common)
     feeds = {CEILING: itertools.cycle(synthetic), "pil-dataloader": pil_batches(), "gpuaug": forever(ours)}
     try:

@@ -55,9 +55,8 @@ except ImportError as error:  # pragma: no cover - exercised by hiding the modul
     raise ImportError('gpuaug.dali needs NVIDIA DALI: pip install -e ".[dali]" (it installs nvidia-dali-cuda130)') from error
 
 from gpuaug import transforms as T
-from gpuaug.convert import from_torchvision
 from gpuaug.decode import DecodeError, decode_cpu, read_header
-from gpuaug.loader import LoaderStats, _mix
+from gpuaug.loader import LoaderStats, _mix, as_compose, check_loader_arguments, resolve_device
 from gpuaug.sources import FileList, ImageFolder, is_file_list, read_bytes
 
 __all__ = ["DALILoader"]
@@ -137,17 +136,10 @@ class DALILoader:
         native_color: bool = True,
         exif_orientation: bool = False,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_loader_arguments(batch_size, on_error, dtype)
         if not (isinstance(num_shards, int) and num_shards >= 1 and isinstance(shard_id, int) and 0 <= shard_id < num_shards):
             raise ValueError(f"shard_id must be in [0, num_shards), got shard_id={shard_id!r}, num_shards={num_shards!r}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype == torch.uint8):
-            raise ValueError(f"dtype must be a floating torch dtype or torch.uint8, got {dtype!r}")
-        self.device = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device} but CUDA is not available")
+        self.device = resolve_device(device)
         self.source = self._resolve(source)
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.dtype, self.channels_last, self.on_error = dtype, channels_last, on_error
@@ -159,10 +151,7 @@ class DALILoader:
         self.stats = LoaderStats()
         self._epoch = 0
 
-        if transform is not None and not isinstance(transform, T.Transform):
-            transform = from_torchvision(transform)
-        if isinstance(transform, T.Transform) and not isinstance(transform, T.Compose):
-            transform = T.Compose([transform])
+        transform = as_compose(transform)
         self.transform: T.Compose | None = transform
         self._native, self._rest, self._dali_dtype = self._plan(transform, native_color)
 

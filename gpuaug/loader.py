@@ -228,29 +228,38 @@ class _WorkerSide(Dataset):
     def __len__(self) -> int:
         return len(self.source)
 
+    def _fetch(self, index: int) -> tuple[str, int, tuple[bytes, Any] | torch.Tensor]:
+        """``(path, label, payload)``: the file's bytes and header, or a map-style item as a tensor.
+
+        Raises:
+            DecodeError: naming the file when it cannot be read or its header parsed.
+        """
+        if self.files:
+            path, label = self.source.samples[index]
+            data = read_bytes(path)
+            return path, self._label(label), (data, read_header(data, path, self.exif_orientation))
+        item, label = self.load_item(index)
+        return f"<item {index}>", self._label(label), _to_rgb_tensor(item, index)
+
+    def _label_of(self, index: int) -> int:
+        return self._label(self.source.samples[index][1]) if self.files else -1
+
     def __getitem__(self, key: tuple[int, int]) -> tuple:
         """One sample, not augmented: ``(status, tensor, label, path, extra, seconds, 0)``."""
         index, _ = key
         start = time.perf_counter()
-        path, label = f"<item {index}>", -1
         try:
-            if self.files:
-                path, label = self.source.samples[index]
-                label = self._label(label)
-                data = read_bytes(path)
-                if self.mode == "encoded":
-                    header = read_header(data, path, self.exif_orientation)
-                    if header.nvjpeg_ok:
-                        encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
-                        return (_ENCODED, encoded, label, path, header.orientation, time.perf_counter() - start, 0.0)
-                image = decode_cpu(data, path, exif_orientation=self.exif_orientation)
-            else:
-                item, label = self.load_item(index)
-                label = self._label(label)
-                image = _to_rgb_tensor(item, index)
+            path, label, payload = self._fetch(index)
+            if isinstance(payload, torch.Tensor):
+                return (_IMAGE, payload, label, path, 1, time.perf_counter() - start, 0.0)
+            data, header = payload
+            if self.mode == "encoded" and header.nvjpeg_ok:
+                encoded = torch.frombuffer(bytearray(data), dtype=torch.uint8)
+                return (_ENCODED, encoded, label, path, header.orientation, time.perf_counter() - start, 0.0)
+            image = decode_cpu(data, path, exif_orientation=self.exif_orientation, header=header)
             return (_IMAGE, image, label, path, 1, time.perf_counter() - start, 0.0)
         except DecodeError as error:
-            return (_FAILED, None, label, error.path, error.reason, time.perf_counter() - start, 0.0)
+            return (_FAILED, None, self._label_of(index), error.path, error.reason, time.perf_counter() - start, 0.0)
 
     def __getitems__(self, keys: list[tuple[int, int]]) -> list[tuple] | _Prebatched:
         if self.mode != "augment":
@@ -268,27 +277,18 @@ class _WorkerSide(Dataset):
         pending: list[tuple[bytes, Any] | torch.Tensor] = []
         sizes: list[tuple[int, int]] = []
         for index in indices:  # read (and for a map-style dataset, load) every sample
-            path, label = f"<item {index}>", -1
             try:
-                if self.files:
-                    path, label = self.source.samples[index]
-                    label = self._label(label)
-                    data = read_bytes(path)
-                    header = read_header(data, path, self.exif_orientation)
-                    pending.append((data, header))
-                    sizes.append(header.oriented_size)
-                else:
-                    item, label = self.load_item(index)
-                    label = self._label(label)
-                    image = _to_rgb_tensor(item, index)
-                    pending.append(image)
-                    sizes.append(tuple(image.shape[-2:]))
-                status.append(_IMAGE)
-                extra.append(1)
+                path, label, payload = self._fetch(index)
             except DecodeError as error:
                 status.append(_FAILED)
                 extra.append(error.reason)
-                path = error.path
+                labels.append(self._label_of(index))
+                paths.append(error.path)
+                continue
+            pending.append(payload)
+            sizes.append(tuple(payload.shape[-2:]) if isinstance(payload, torch.Tensor) else payload[1].oriented_size)
+            status.append(_IMAGE)
+            extra.append(1)
             labels.append(label)
             paths.append(path)
         if not pending:
@@ -401,8 +401,37 @@ class _Collate:
 # ----------------------------------------------------------------------------------------------
 # The loader
 # ----------------------------------------------------------------------------------------------
-def _default_device() -> torch.device:
-    return torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or CUDA when available and the CPU otherwise; a CUDA device without CUDA is an error."""
+    resolved = torch.device(device) if device is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={resolved} but CUDA is not available")
+    return resolved
+
+
+def check_loader_arguments(batch_size: Any, on_error: Any, dtype: Any) -> None:
+    """The arguments every gpuaug loader shares, checked with errors naming them."""
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype == torch.uint8):
+        raise ValueError(f"dtype must be a floating torch dtype or torch.uint8, got {dtype!r}")
+
+
+def as_compose(transform: Any) -> T.Compose | None:
+    """A gpuaug ``Compose`` from a gpuaug transform or a torchvision pipeline (converted)."""
+    if transform is None:
+        return None
+    if not isinstance(transform, T.Transform):
+        try:
+            transform = from_torchvision(transform)
+        except ValueError as error:
+            raise ValueError(
+                f"the transform cannot run on the device ({error}). Pass transform=ga.Compose([...]) "
+                "built from gpuaug transforms, or drop the unsupported ones from the dataset's transform"
+            ) from None
+    return transform if isinstance(transform, T.Compose) else T.Compose([transform])
 
 
 class GPULoader:
@@ -454,21 +483,14 @@ class GPULoader:
         exif_orientation: bool = False,
         reduced_decode: bool = True,
     ) -> None:
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        check_loader_arguments(batch_size, on_error, dtype)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
         if sampler is not None and shuffle:
             raise ValueError("sampler option is mutually exclusive with shuffle")
         if decode not in ("auto", "cpu", "nvjpeg"):
             raise ValueError(f"decode must be 'auto', 'cpu' or 'nvjpeg', got {decode!r}")
-        if on_error not in ("raise", "skip"):
-            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
-        if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype == torch.uint8):
-            raise ValueError(f"dtype must be a floating torch dtype or torch.uint8, got {dtype!r}")
-        self.device = torch.device(device) if device is not None else _default_device()
-        if self.device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device={self.device} but CUDA is not available")
+        self.device = resolve_device(device)
         if decode == "nvjpeg" and self.device.type != "cuda":
             raise ValueError("decode='nvjpeg' needs a CUDA device; use decode='cpu' or 'auto'")
 
@@ -484,17 +506,7 @@ class GPULoader:
         self._iterations = 0
 
         source, files, load_item, dataset_transform, target_transform = self._resolve(dataset)
-        transform = transform if transform is not None else dataset_transform
-        if transform is not None and not isinstance(transform, T.Transform):
-            try:
-                transform = from_torchvision(transform)
-            except ValueError as error:
-                raise ValueError(
-                    f"the transform cannot run on the device ({error}). Pass GPULoader(..., transform=ga.Compose([...])) "
-                    "built from gpuaug transforms, or drop the unsupported ones from the dataset's transform"
-                ) from None
-        if isinstance(transform, T.Transform) and not isinstance(transform, T.Compose):
-            transform = T.Compose([transform])
+        transform = as_compose(transform if transform is not None else dataset_transform)
         self.transform: T.Compose | None = transform
 
         finish = [T.ToDtype(dtype)] if dtype.is_floating_point else []

@@ -7,6 +7,7 @@ import torch
 
 from gpuaug import samples
 from gpuaug.functional import resize
+from tests.corpus import bad_files, odd_files, photo_folder
 
 CUDA = torch.cuda.is_available()
 
@@ -44,3 +45,21 @@ def levels(difference: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
     """A difference in uint8 levels, whatever the dtype (float images are in [0, 1])."""
     difference = difference.double().abs()
     return difference if dtype == torch.uint8 else difference * 255
+
+
+@pytest.fixture(scope="session")
+def corpus(tmp_path_factory):
+    """An ImageFolder of 24 JPEG photo crops in 3 classes."""
+    return photo_folder(tmp_path_factory.mktemp("photos"))
+
+
+@pytest.fixture(scope="session")
+def odd(tmp_path_factory):
+    """Valid but unusual image files (tests/corpus.py)."""
+    return odd_files(tmp_path_factory.mktemp("odd"))
+
+
+@pytest.fixture(scope="session")
+def bad(tmp_path_factory):
+    """Files that are not decodable images (tests/corpus.py)."""
+    return bad_files(tmp_path_factory.mktemp("bad"))

@@ -7,9 +7,25 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
+import gpuaug as ga
 from gpuaug.samples import load_photo, photo_crops, write_photo_folder
+
+# The training recipe at a test-sized output: crop + flip + colour + normalise.
+TRAIN = [
+    ga.RandomResizedCrop(48),
+    ga.RandomHorizontalFlip(),
+    ga.ColorJitter(0.4, 0.4, 0.4),
+    ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+]
+
+
+def epoch(loader) -> tuple[torch.Tensor, torch.Tensor]:
+    """One epoch of a loader, images and labels concatenated."""
+    batches = list(loader)
+    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
 
 
 def photo_folder(root: Path, classes=("cat", "dog", "fox"), per_class: int = 8, seed: int = 0) -> Path:

@@ -7,7 +7,6 @@ import builtins
 import importlib
 import sys
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -15,27 +14,10 @@ import torch
 from PIL import Image
 
 import gpuaug as ga
-from tests.corpus import bad_files, odd_files, photo_folder, pil_rgb
+from tests.corpus import TRAIN, epoch, pil_rgb
 
 dali = pytest.importorskip("nvidia.dali", reason="the dali extra is not installed")
 from gpuaug.dali import DALILoader  # noqa: E402
-
-TRAIN = [
-    ga.RandomResizedCrop(48),
-    ga.RandomHorizontalFlip(),
-    ga.ColorJitter(0.4, 0.4, 0.4),
-    ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
-]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return photo_folder(tmp_path_factory.mktemp("photos"))
-
-
-def epoch(loader) -> tuple[torch.Tensor, torch.Tensor]:
-    batches = list(loader)
-    return torch.cat([images for images, _ in batches]), torch.cat([labels for _, labels in batches])
 
 
 def test_contract_and_labels_match_image_folder(corpus):
@@ -176,11 +158,6 @@ def test_gpuaug_runs_the_rest_and_dtypes(corpus):
         )
 
 
-@pytest.fixture(scope="module")
-def odd(tmp_path_factory) -> dict[str, Path]:
-    return odd_files(tmp_path_factory.mktemp("odd"))
-
-
 def test_odd_files_decode_like_pil(odd):
     for name, path in odd.items():
         if name == "gif":
@@ -198,11 +175,6 @@ def test_gif_is_named_or_skipped(odd):
     with pytest.warns(UserWarning, match="GIF"):
         _, labels = epoch(loader)
     assert labels.tolist() == [0] and loader.stats.skipped == 1
-
-
-@pytest.fixture(scope="module")
-def bad(tmp_path_factory) -> dict[str, Path]:
-    return bad_files(tmp_path_factory.mktemp("bad"))
 
 
 @pytest.mark.parametrize("name", ["empty", "text", "html", "truncated", "header_only", "garbled"])

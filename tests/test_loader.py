@@ -28,34 +28,7 @@ from torchvision import transforms as tv1
 
 import gpuaug as ga
 from gpuaug.decode import apply_orientation, decode_cpu, read_header, sniff_format
-from tests.corpus import bad_files, odd_files, photo_folder, pil_rgb
-
-TRAIN = [
-    ga.RandomResizedCrop(48),
-    ga.RandomHorizontalFlip(),
-    ga.ColorJitter(0.4, 0.4, 0.4),
-    ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
-]
-
-
-@pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> Path:
-    return photo_folder(tmp_path_factory.mktemp("photos"))
-
-
-@pytest.fixture(scope="module")
-def odd(tmp_path_factory) -> dict[str, Path]:
-    return odd_files(tmp_path_factory.mktemp("odd"))
-
-
-@pytest.fixture(scope="module")
-def bad(tmp_path_factory) -> dict[str, Path]:
-    return bad_files(tmp_path_factory.mktemp("bad"))
-
-
-def collect(loader) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = zip(*list(loader))
-    return torch.cat(images), torch.cat(labels)
+from tests.corpus import TRAIN, epoch, pil_rgb
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,8 +151,8 @@ def test_one_line_swap_from_torchvision_imagefolder(corpus):
         [tv1.Resize(256), tv1.CenterCrop(224), tv1.ToTensor(), tv1.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]
     )
     dataset = datasets.ImageFolder(corpus, transform=eval_transform)
-    reference_images, reference_labels = collect(DataLoader(dataset, batch_size=8, num_workers=2))
-    images, labels = collect(ga.GPULoader(dataset, batch_size=8, num_workers=2))
+    reference_images, reference_labels = epoch(DataLoader(dataset, batch_size=8, num_workers=2))
+    images, labels = epoch(ga.GPULoader(dataset, batch_size=8, num_workers=2))
     assert torch.equal(labels, reference_labels)
     levels = (images - reference_images) * torch.tensor(ga.IMAGENET_STD).view(1, 3, 1, 1) * 255
     assert levels.abs().max() <= 1.0 + 1e-3
@@ -224,7 +197,7 @@ def test_map_style_dataset_items(corpus):
     loader = ga.GPULoader(
         ItemDataset(corpus), batch_size=3, transform=ga.Compose([ga.CenterCrop(40)]), dtype=torch.uint8, channels_last=False
     )
-    images, labels = collect(loader)
+    images, labels = epoch(loader)
     assert labels.tolist() == list(range(6))
     for index, path in enumerate(ItemDataset(corpus).paths):
         expected = ga.functional.center_crop(torch.from_numpy(pil_rgb(path)).permute(2, 0, 1).unsqueeze(0), (40, 40))[0]
@@ -235,14 +208,14 @@ def test_odd_files_through_the_loader(odd):
     files = [(str(path), index) for index, path in enumerate(odd.values())]
     resize = ga.Compose([ga.Resize((32, 32))])
     exact = ga.GPULoader(files, batch_size=4, transform=resize, dtype=torch.uint8, num_workers=2, reduced_decode=False)
-    images, labels = collect(exact)
+    images, labels = epoch(exact)
     assert labels.tolist() == list(range(len(files)))
     expected = torch.stack(
         [ga.functional.resize(torch.from_numpy(pil_rgb(path)).permute(2, 0, 1).unsqueeze(0), (32, 32))[0] for path, _ in files]
     )
     assert torch.equal(images, expected)
     # the default decodes JPEGs that are downscaled >= 2x at a reduced DCT scale: close, not equal
-    reduced, _ = collect(ga.GPULoader(files, batch_size=4, transform=resize, dtype=torch.uint8))
+    reduced, _ = epoch(ga.GPULoader(files, batch_size=4, transform=resize, dtype=torch.uint8))
     error = (reduced.float() - expected.float()).abs()
     assert error.mean() < 3 and not torch.equal(reduced, expected)
 
@@ -264,7 +237,7 @@ def test_on_error_skip_counts_and_warns_once(corpus, bad, tmp_path):
     loader = ga.GPULoader(files, batch_size=3, transform=ga.Compose(TRAIN), on_error="skip", num_workers=2)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        images, labels = collect(loader)
+        images, labels = epoch(loader)
     assert len(labels) == 5 and (labels == 0).all() and torch.isfinite(images).all()
     assert loader.stats.skipped == len(bad) + 1 and loader.stats.images == 5
     assert set(loader.stats.skipped_paths) == {str(path) for path in bad.values()} | {missing[0]}
@@ -339,7 +312,7 @@ def test_determinism_across_workers_and_seeds(indexed):
             transform=ga.Compose(TRAIN),
             generator=torch.Generator().manual_seed(seed),
         )
-        return collect(loader)
+        return epoch(loader)
 
     first, again, with_workers, other = run(3, 0), run(3, 0), run(3, 2), run(4, 0)
     assert torch.equal(first[0], again[0]) and torch.equal(first[1], again[1])
@@ -397,8 +370,8 @@ def test_attributes_and_bad_arguments(indexed):
 def test_cuda_path_matches_cpu_path(corpus, odd):
     files = [(str(path), index) for index, path in enumerate(list(odd.values()) + sorted(corpus.rglob("*.jpg"))[:6])]
     transform = ga.Compose([ga.Resize((40, 40)), ga.ToDtype(torch.float32)])
-    gpu_images, gpu_labels = collect(ga.GPULoader(files, batch_size=5, transform=transform, device="cuda", num_workers=2))
-    cpu_images, cpu_labels = collect(ga.GPULoader(files, batch_size=5, transform=transform, device="cpu", reduced_decode=False))
+    gpu_images, gpu_labels = epoch(ga.GPULoader(files, batch_size=5, transform=transform, device="cuda", num_workers=2))
+    cpu_images, cpu_labels = epoch(ga.GPULoader(files, batch_size=5, transform=transform, device="cpu", reduced_decode=False))
     assert gpu_images.device.type == "cuda" and torch.equal(gpu_labels.cpu(), cpu_labels)
     # nvJPEG's IDCT and upsampling differ from libjpeg-turbo's by a few levels
     assert ((gpu_images.cpu() - cpu_images).abs() * 255).mean() < 3
@@ -410,7 +383,7 @@ def test_cuda_bad_files_and_stats(corpus, bad):
     loader = ga.GPULoader(files, batch_size=4, transform=ga.Compose(TRAIN), device="cuda", on_error="skip")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        images, labels = collect(loader)
+        images, labels = epoch(loader)
     assert len(labels) == 4 and loader.stats.skipped == len(bad)
     assert loader.stats.decode_seconds > 0 and loader.stats.augment_seconds > 0
     with pytest.raises(ga.DecodeError):
