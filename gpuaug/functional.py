@@ -288,8 +288,11 @@ def _resized_crop_loop(
         if flip_v:
             result = result.flip(-2)
         results.append(result)
-    if count == 1:
-        return results[0].unsqueeze(0) if results[0].data_ptr() != images[0].data_ptr() else results[0].unsqueeze(0).clone()
+    if count == 1:  # no stacking copy; but never hand back a view of the input (a crop already output-sized)
+        result = results[0]
+        if result.untyped_storage().data_ptr() == images[0].untyped_storage().data_ptr():
+            result = result.clone()
+        return result.unsqueeze(0)
     first = images[0]
     memory_format = torch.channels_last if first.stride(0) == 1 and first.shape[0] > 1 else torch.contiguous_format
     out = torch.empty((count, first.shape[0], *size), dtype=first.dtype, device=first.device, memory_format=memory_format)

@@ -370,6 +370,14 @@ def test_kernels_do_not_write_input_and_keep_dtype(photo_batch, name, dtype):
     assert out.data_ptr() != images.data_ptr()
 
 
+def test_single_image_crop_of_output_size_is_a_copy():
+    image = torch.arange(3 * 6 * 6, dtype=torch.uint8).view(1, 3, 6, 6)
+    out = F.resized_crop(image, torch.tensor([[1, 2, 4, 4]]), (4, 4), impl="loop")
+    assert torch.equal(out, image[:, :, 1:5, 2:6])
+    out.zero_()
+    assert image.sum() > 0  # the input is untouched: the result did not share its memory
+
+
 def test_bad_inputs_are_named():
     with pytest.raises(TypeError, match="uint8 or floating"):
         F.adjust_brightness(torch.zeros(2, 3, 4, 4, dtype=torch.int32), torch.ones(2))
