@@ -381,7 +381,8 @@ def resize(images: Tensor | ImageList, size: Sequence[int], antialias: bool = Tr
         if out_size == tuple(images.shape[-2:]):
             return images.clone()
         return _interpolate(images, out_size, antialias)
-    return [_interpolate_one(image, resize_output_size(*image.shape[-2:], size), antialias) for image in images]
+    resized = [_interpolate_one(image, resize_output_size(*image.shape[-2:], size), antialias) for image in images]
+    return [result.clone() if result is image else result for result, image in zip(resized, images)]
 
 
 def center_crop(images: Tensor | ImageList, size: Sequence[int]) -> Tensor:
