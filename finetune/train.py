@@ -236,8 +236,9 @@ def autocast(runtime: Runtime):
 
 def train_epoch(model, loader, optimizer, scheduler, scaler, criterion, config: Config, runtime: Runtime, bar) -> dict:
     model.train()
-    totals = torch.zeros(3, dtype=torch.float64, device=runtime.device)  # loss sum, correct, images
-    waited, started, step = 0.0, time.perf_counter(), 0
+    # Device-side sums (no sync per step); the image count is known on the host.
+    totals = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # loss sum, correct
+    waited, started, step, images_seen = 0.0, time.perf_counter(), 0, 0
     steps = len(loader)
     iterator = iter(loader)
     while True:
@@ -259,28 +260,23 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, criterion, config: 
             scaler.update()
             optimizer.zero_grad(set_to_none=True)
             scheduler.step()
-        totals += torch.stack(
-            [
-                loss.detach().double() * len(labels),
-                (logits.argmax(1) == labels).sum().double(),
-                torch.tensor(float(len(labels)), dtype=torch.float64, device=runtime.device),
-            ]
-        )
+        totals += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double()])
+        images_seen += len(labels)
         step += 1
         if bar is not None:
             bar.update(1)
             if step % 5 == 0 or step == steps:  # reading the loss syncs: only now and then
-                seen = totals[2].item()
                 bar.set_postfix(
-                    loss=f"{totals[0].item() / seen:.3f}",
-                    img_s=f"{seen * runtime.world / (time.perf_counter() - started):.0f}",
+                    loss=f"{totals[0].item() / images_seen:.3f}",
+                    img_s=f"{images_seen * runtime.world / (time.perf_counter() - started):.0f}",
                     wait=f"{waited / (time.perf_counter() - started):.0%}",
                 )
     if runtime.device.type == "cuda":
         torch.cuda.synchronize(runtime.device)
     seconds = time.perf_counter() - started
-    loss_sum, correct, count = all_sum(totals, runtime).tolist()
-    waits = all_sum(torch.tensor([waited], dtype=torch.float64, device=runtime.device), runtime).item() / runtime.world
+    host = torch.tensor([images_seen, waited], dtype=torch.float64, device=runtime.device)
+    loss_sum, correct, count, waits = all_sum(torch.cat([totals, host]), runtime).tolist()
+    waits /= runtime.world
     return {
         "train_loss": loss_sum / count,
         "train_acc": correct / count,
@@ -294,17 +290,13 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, criterion, config: 
 @torch.no_grad()
 def evaluate(model, loader, runtime: Runtime) -> float:
     model.eval()
-    totals = torch.zeros(2, dtype=torch.float64, device=runtime.device)
+    correct, count = torch.zeros((), dtype=torch.float64, device=runtime.device), 0
     for images, labels in loader:
         with autocast(runtime):
             logits = model(images)
-        totals += torch.stack(
-            [
-                (logits.argmax(1) == labels).sum().double(),
-                torch.tensor(float(len(labels)), dtype=torch.float64, device=runtime.device),
-            ]
-        )
-    correct, count = all_sum(totals, runtime).tolist()
+        correct += (logits.argmax(1) == labels).sum()
+        count += len(labels)
+    correct, count = all_sum(torch.stack([correct, torch.tensor(float(count), device=runtime.device).double()]), runtime).tolist()
     return correct / max(count, 1)
 
 
