@@ -431,8 +431,10 @@ def run(config: Config, say=print) -> dict:
     for epoch in range(start_epoch, config.epochs):
         if hasattr(train_loader, "set_epoch"):
             train_loader.set_epoch(epoch)
+        # The shard a DistributedSampler gives this rank (reported, for the DDP test); iterating any
+        # other sampler here would draw a second permutation from the loader's generator.
         sampler = getattr(train_loader, "sampler", None)
-        seen = list(iter(sampler)) if sampler is not None else []
+        seen = list(iter(sampler)) if isinstance(sampler, DistributedSampler) else []
         bar = None
         if show_bar:
             from tqdm import tqdm

@@ -57,7 +57,9 @@ def metric_rows(folder: Path) -> list[dict]:
 
 
 def test_learns_a_learnable_task_and_writes_outputs(tinted, tmp_path):
-    result = run(tiny(tinted, tmp_path / "run", epochs=4), say=lambda *_: None)
+    # batch 8: 24 steps in 4 epochs, enough for BatchNorm's running statistics to settle (at batch 16,
+    # 12 steps, the test accuracy depended on the seed); checked on seeds 0-4
+    result = run(tiny(tinted, tmp_path / "run", epochs=4, batch_size=8), say=lambda *_: None)
     assert result["test_acc"] >= 0.9 and result["train_images"] == 48
     rows = metric_rows(tmp_path / "run")
     assert [row["epoch"] for row in rows] == [1, 2, 3, 4]
