@@ -293,11 +293,12 @@ class _WorkerSide(Dataset):
             paths.append(path)
         if not pending:
             return status, [], [], torch.tensor(labels, dtype=torch.int64), paths, extra, time.perf_counter() - start, 0.0
-        if not self.transform.accepts_list and len(set(sizes)) > 1:  # no first geometric op to make one size
-            return _Collate(False)([self[key] for key in keys])
-
+        # Without a first geometric op, images of different sizes cannot become one batch: they are
+        # decoded as they are and the main process says why.
+        ragged = not self.transform.accepts_list and len(set(sizes)) > 1
         generator = torch.Generator().manual_seed(_mix(keys[0][1], *indices))
-        params = self.transform._make_params(T.BatchInfo(len(pending), torch.device("cpu"), tuple(sizes)), generator)
+        info = T.BatchInfo(len(pending), torch.device("cpu"), tuple(sizes))
+        params = {} if ragged else self.transform._make_params(info, generator)
         decoded, kept = [], []
         ok_rows = [row for row, code in enumerate(status) if code == _IMAGE]
         for position, (row, entry) in enumerate(zip(ok_rows, pending)):
@@ -307,7 +308,7 @@ class _WorkerSide(Dataset):
                 continue
             data, header = entry
             reduce = 1
-            if self.reduced_decode and header.format == "jpeg":
+            if self.reduced_decode and header.format == "jpeg" and not ragged:
                 limit = _reduction_limit(self.transform, params, position, *sizes[position])
                 reduce = next((factor for factor in (8, 4, 2) if factor <= limit), 1)
             try:
@@ -318,8 +319,8 @@ class _WorkerSide(Dataset):
             decoded.append(image)
             kept.append(position)
         decode_seconds = time.perf_counter() - start
-        if not decoded:
-            return status, [], [], torch.tensor(labels, dtype=torch.int64), paths, extra, decode_seconds, 0.0
+        if not decoded or ragged:
+            return status, decoded, [], torch.tensor(labels, dtype=torch.int64), paths, extra, decode_seconds, 0.0
         if len(kept) < len(pending):
             rows = torch.tensor(kept)
             params = {key: value[rows] for key, value in params.items()}
