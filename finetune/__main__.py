@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import sys
 from pathlib import Path
 
@@ -14,12 +15,12 @@ def resolve(argv: list[str] | None) -> Config:
     config = from_args(argv)
     if config.resume is None:
         return config
-    import torch
-
-    path = Path(config.resume) / "checkpoint.pt"
-    if not path.is_file():
-        raise ConfigError(f"--resume {config.resume}: no checkpoint.pt there")
-    saved = torch.load(path, map_location="cpu", weights_only=False)["config"]
+    folder = Path(config.resume)
+    if not (folder / "checkpoint.pt").is_file() or not (folder / "config.json").is_file():
+        raise ConfigError(f"--resume {config.resume}: no checkpoint.pt and config.json there")
+    # the run's config.json (written before its first epoch), not the checkpoint: run() loads that once
+    resolved = json.loads((folder / "config.json").read_text())
+    saved = {item.name: resolved[item.name] for item in dataclasses.fields(Config) if item.name in resolved}
     given = vars(build_parser().parse_args(argv))
     return validate(dataclasses.replace(Config(**saved), **given))
 
