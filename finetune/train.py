@@ -149,7 +149,7 @@ def make_loaders(config: Config, train_dir: Path, test_dir: Path, runtime: Runti
         }
         train = DALILoader(train_dir, batch, shuffle=True, transform=train_transform, seed=config.seed, **common)
         test = DALILoader(test_dir, batch, transform=test_transform, seed=config.seed, **common)
-        return train, test, len(ga.ImageFolder(train_dir))
+        return train, test, len(train.source)  # the folder DALILoader already scanned
     if config.loader == "gpu":
         train_set, test_set = ga.ImageFolder(train_dir), ga.ImageFolder(test_dir)
     else:
