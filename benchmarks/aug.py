@@ -16,12 +16,11 @@ ColorJitter(0.4, 0.4, 0.4), Normalize(ImageNet) -> float32. Pipelines:
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 import torch
 
 import gpuaug as ga
-from benchmarks.common import Measurement, add_ratios, bar_chart, format_table, gpuaug_recipe, measure, pil_recipe, write_results
+from benchmarks.common import Measurement, gpuaug_recipe, measure_all, pil_recipe, save_run
 from gpuaug.samples import photo_crops
 
 BASELINE = "pil-per-image"
@@ -98,13 +97,11 @@ def run(args: argparse.Namespace) -> list[Measurement]:
     device = torch.device(args.device)
     batches = make_batches(2 if args.quick else 3, args.batch_size, device)
     pil_batches = [[Image.fromarray(image.permute(1, 2, 0).cpu().numpy()) for image in batch] for batch in batches]
-    measurements = []
-    for name, pipeline in pipelines(args.image_size, device).items():
-        with torch.inference_mode():
-            run_once = runner(name, pipeline, batches, pil_batches, device)
-            measurements.append(measure("aug", name, run_once, device, repeats=args.repeats))
-        print(f"  aug {name}: {measurements[-1].images_per_sec:.1f} img/s", flush=True)
-    add_ratios(measurements, BASELINE)
+    runners = {
+        name: torch.inference_mode()(runner(name, pipeline, batches, pil_batches, device))
+        for name, pipeline in pipelines(args.image_size, device).items()
+    }
+    measurements = measure_all("aug", runners, device, args.repeats, BASELINE)
     for item in measurements:
         item.extra["source_size"] = list(SOURCE_SIZE)
     return measurements
@@ -112,20 +109,12 @@ def run(args: argparse.Namespace) -> list[Measurement]:
 
 def main(args: argparse.Namespace) -> list[Measurement]:
     measurements = run(args)
-    out = Path(args.out)
-    config = {
-        "aug": {
-            "device": args.device,
-            "batch_size": args.batch_size,
-            "image_size": args.image_size,
-            "repeats": args.repeats,
-            "source_size": list(SOURCE_SIZE),
-            "torch_threads": torch.get_num_threads(),
-            "ops": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize",
-            "data": "photo crops from skimage.data, resized to 384x512, uint8",
-        }
+    details = {
+        "image_size": args.image_size,
+        "source_size": list(SOURCE_SIZE),
+        "torch_threads": torch.get_num_threads(),
+        "ops": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize",
+        "data": "photo crops from skimage.data, resized to 384x512, uint8",
     }
-    write_results(out, torch.device(args.device), config, measurements)
-    bar_chart(out / "aug.png", f"augment-only, batch {args.batch_size}, {args.device}", measurements, BASELINE)
-    print(format_table(measurements, BASELINE))
+    save_run(args, "aug", details, measurements, BASELINE, f"augment-only, batch {args.batch_size}, {args.device}")
     return measurements

@@ -151,6 +151,30 @@ def measure(
     return Measurement(benchmark, pipeline, statistics.median(rates), min(rates), max(rates), repeats, images)
 
 
+def measure_all(
+    benchmark: str, pipelines: dict[str, Callable[[], int]], device: torch.device, repeats: int, baseline: str
+) -> list[Measurement]:
+    """``measure`` every pipeline in turn (printing each as it ends), ratios against ``baseline``."""
+    measurements = []
+    for name, run_once in pipelines.items():
+        measurements.append(measure(benchmark, name, run_once, device, repeats=repeats))
+        print(f"  {benchmark} {name}: {measurements[-1].images_per_sec:.1f} img/s", flush=True)
+    add_ratios(measurements, baseline)
+    return measurements
+
+
+def save_run(
+    args: Any, benchmark: str, details: dict[str, Any], measurements: list[Measurement], baseline: str, title: str
+) -> None:
+    """Write ``OUT/results.json`` (config: device, batch size, repeats and ``details``), the chart
+    ``OUT/<benchmark>.png`` and print the table."""
+    out = Path(args.out)
+    config = {benchmark: {"device": args.device, "batch_size": args.batch_size, "repeats": args.repeats, **details}}
+    write_results(out, torch.device(args.device), config, measurements)
+    bar_chart(out / f"{benchmark}.png", title, measurements, baseline)
+    print(format_table(measurements, baseline))
+
+
 def add_ratios(measurements: list[Measurement], baseline: str) -> None:
     reference = next((m.images_per_sec for m in measurements if m.pipeline == baseline), None)
     for item in measurements:

@@ -22,7 +22,7 @@ import torch
 
 import gpuaug as ga
 from benchmarks import data as bench_data
-from benchmarks.common import Measurement, add_ratios, bar_chart, format_table, gpuaug_recipe, measure, pil_recipe, write_results
+from benchmarks.common import Measurement, gpuaug_recipe, measure_all, pil_recipe, save_run
 from gpuaug.decode import decode_cpu, decode_jpegs_cuda
 
 BASELINE = "pil-dataloader"
@@ -111,11 +111,7 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     except ImportError:
         pass
 
-    measurements = []
-    for name, run_once in pipelines.items():
-        measurements.append(measure("loader", name, run_once, device, repeats=args.repeats))
-        print(f"  loader {name}: {measurements[-1].images_per_sec:.1f} img/s", flush=True)
-    add_ratios(measurements, BASELINE)
+    measurements = measure_all("loader", pipelines, device, args.repeats, BASELINE)
     floor = next(m.images_per_sec for m in measurements if m.pipeline == "decode-only")
     for item in measurements:
         item.extra["fraction_of_decode_only"] = item.images_per_sec / floor
@@ -132,25 +128,13 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
 
 def main(args: argparse.Namespace) -> list[Measurement]:
     measurements, dataset = run(args)
-    out = Path(args.out)
-    config = {
-        "loader": {
-            "device": args.device,
-            "batch_size": args.batch_size,
-            "image_size": args.image_size,
-            "workers": args.workers,
-            "repeats": args.repeats,
-            "dtype": "float32",
-            "dataset": dataset,
-            "ops": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize",
-        }
+    details = {
+        "image_size": args.image_size,
+        "workers": args.workers,
+        "dtype": "float32",
+        "dataset": dataset,
+        "ops": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize",
     }
-    write_results(out, torch.device(args.device), config, measurements)
-    bar_chart(
-        out / "loader.png",
-        f"loader end to end, {args.workers} workers, batch {args.batch_size}, {args.device}",
-        measurements,
-        BASELINE,
-    )
-    print(format_table(measurements, BASELINE))
+    title = f"loader end to end, {args.workers} workers, batch {args.batch_size}, {args.device}"
+    save_run(args, "loader", details, measurements, BASELINE, title)
     return measurements

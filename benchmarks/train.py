@@ -20,7 +20,7 @@ from torch import nn
 
 import gpuaug as ga
 from benchmarks import data as bench_data
-from benchmarks.common import Measurement, bar_chart, format_table, gpuaug_recipe, measure, pil_recipe, write_results
+from benchmarks.common import Measurement, gpuaug_recipe, measure_all, pil_recipe, save_run
 
 CEILING = "synthetic-ceiling"
 
@@ -92,14 +92,10 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     except ImportError:
         pass
 
-    measurements = []
-    for pipeline, feed in feeds.items():
-        measurements.append(measure("train", pipeline, lambda feed=feed: train_on(feed), device, repeats=args.repeats))
-        print(f"  train {pipeline}: {measurements[-1].images_per_sec:.1f} img/s", flush=True)
-    ceiling = measurements[0].images_per_sec
+    runners = {pipeline: (lambda feed=feed: train_on(feed)) for pipeline, feed in feeds.items()}
+    measurements = measure_all("train", runners, device, args.repeats, CEILING)
     for item in measurements:
-        item.ratio_to_baseline = item.images_per_sec / ceiling
-        item.extra["fraction_of_ceiling"] = item.images_per_sec / ceiling
+        item.extra["fraction_of_ceiling"] = item.ratio_to_baseline
     return measurements, {
         "model": name,
         "image_size": size,
@@ -112,22 +108,8 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
 
 def main(args: argparse.Namespace) -> list[Measurement]:
     measurements, details = run(args)
-    out = Path(args.out)
-    config = {
-        "train": {
-            "device": args.device,
-            "batch_size": args.batch_size,
-            "workers": args.workers,
-            "repeats": args.repeats,
-            **details,
-        }
-    }
-    write_results(out, torch.device(args.device), config, measurements)
-    bar_chart(
-        out / "train.png",
-        f"training fed by each loader ({details['model']}, {details['image_size']} px, batch {args.batch_size}, {args.device})",
-        measurements,
-        CEILING,
+    title = (
+        f"training fed by each loader ({details['model']}, {details['image_size']} px, batch {args.batch_size}, {args.device})"
     )
-    print(format_table(measurements, CEILING))
+    save_run(args, "train", {"workers": args.workers, **details}, measurements, CEILING, title)
     return measurements
