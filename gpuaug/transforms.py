@@ -100,6 +100,21 @@ def _bernoulli(info: BatchInfo, generator: torch.Generator | None, p: float) -> 
 # ----------------------------------------------------------------------------------------------
 # Argument checks (ValueError naming the argument, at construction)
 # ----------------------------------------------------------------------------------------------
+MAX_SIZE = 65535
+"""The largest output side (pixels) a transform accepts: the largest side a JPEG can have, far above any
+training size. It keeps sizes such as ``10**30`` from reaching the kernels (int64 overflow, huge allocations)."""
+
+FLOAT32_MAX = float(torch.finfo(torch.float32).max)
+
+
+def _check_finite(value: float, name: str) -> float:
+    """``value`` as a float; a ValueError naming ``name`` if NaN, infinite or beyond float32 (factors are sampled in float32)."""
+    value = float(value)
+    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
+        raise ValueError(f"{name} must be a finite number (within float32 range), got {value!r}")
+    return value
+
+
 def _check_probability(p: float, name: str = "p") -> float:
     if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
@@ -116,6 +131,8 @@ def _check_size(size: Any, name: str = "size", allow_single: bool = True) -> tup
         or not all(isinstance(v, numbers.Integral) and not isinstance(v, bool) and v > 0 for v in size)
     ):
         raise ValueError(f"{name} must be a positive int or a (height, width) pair of positive ints, got {size!r}")
+    if any(v > MAX_SIZE for v in size):
+        raise ValueError(f"{name} must be at most {MAX_SIZE} pixels per side, got {size!r}")
     return tuple(int(v) for v in size)
 
 
@@ -127,9 +144,9 @@ def _check_range(value: Any, name: str, *, low_bound: float, inclusive: bool) ->
         or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
     ):
         raise ValueError(f"{name} must be a (min, max) pair of numbers, got {value!r}")
-    low, high = float(value[0]), float(value[1])
+    low, high = _check_finite(value[0], f"{name} min"), _check_finite(value[1], f"{name} max")
     above = low >= low_bound if inclusive else low > low_bound
-    if not (math.isfinite(low) and math.isfinite(high)) or low > high or not above:
+    if low > high or not above:
         relation = "<=" if inclusive else "<"
         raise ValueError(f"{name} must satisfy {low_bound:g} {relation} min <= max, got {value!r}")
     return low, high
@@ -150,6 +167,7 @@ def _check_jitter(value: Any, name: str, center: float, bound: tuple[float, floa
             raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}") from None
     else:
         raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}")
+    low, high = _check_finite(low, name), _check_finite(high, name)
     if not bound[0] <= low <= high <= bound[1]:
         raise ValueError(f"{name} range must lie in [{bound[0]}, {bound[1]}] with min <= max, got {[low, high]}")
     return None if low == high == center else (low, high)
@@ -561,8 +579,8 @@ class Normalize(Transform):
         self.std = self._check(std, "std")
         if len(self.mean) != len(self.std):
             raise ValueError(f"mean and std must have the same length, got {len(self.mean)} and {len(self.std)}")
-        if any(value == 0 for value in self.std):
-            raise ValueError(f"std must not contain zero, got {self.std}")
+        if any(abs(value) < torch.finfo(torch.float32).tiny for value in self.std):  # 1e-300 is 0 in float32
+            raise ValueError(f"std must not contain zero (or values below float32's 1.2e-38), got {self.std}")
 
     @staticmethod
     def _check(values: Any, name: str) -> tuple[float, ...]:
@@ -574,10 +592,10 @@ class Normalize(Transform):
             not isinstance(values, Sequence)
             or isinstance(values, str)
             or not values
-            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) and math.isfinite(v) for v in values)
+            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in values)
         ):
             raise ValueError(f"{name} must be a non-empty sequence of finite numbers, got {values!r}")
-        return tuple(float(v) for v in values)
+        return tuple(_check_finite(v, name) for v in values)
 
     def apply(self, images: Images, params: Params) -> Tensor:
         channels = images.shape[1]

@@ -1,0 +1,71 @@
+"""Argument and input validation (issue 12, rows #12 and #14): non-finite arguments, unbounded sizes,
+empty images and empty batches."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+import gpuaug as ga
+from gpuaug.transforms import MAX_SIZE
+
+NON_FINITE = [math.inf, -math.inf, math.nan, 1e300]  # 1e300 is inf in float32, where factors are sampled
+
+# (constructor, argument name, a valid value for the other arguments) for every float argument
+FLOAT_ARGUMENTS = [
+    (lambda v: ga.ColorJitter(brightness=v), "brightness"),
+    (lambda v: ga.ColorJitter(contrast=v), "contrast"),
+    (lambda v: ga.ColorJitter(saturation=v), "saturation"),
+    (lambda v: ga.ColorJitter(hue=v), "hue"),
+    (lambda v: ga.ColorJitter(brightness=(0.5, v)), "brightness"),
+    (lambda v: ga.ColorJitter(contrast=(v, 2.0)), "contrast"),
+    (lambda v: ga.ColorJitter(saturation=[0.5, v]), "saturation"),
+    (lambda v: ga.ColorJitter(hue=(-0.1, v)), "hue"),
+    (lambda v: ga.RandomResizedCrop(8, scale=(0.1, v)), "scale"),
+    (lambda v: ga.RandomResizedCrop(8, ratio=(0.5, v)), "ratio"),
+    (lambda v: ga.RandomResizedCrop(8, scale=(v, 1.0)), "scale"),
+    (lambda v: ga.Normalize([v, 0.5, 0.5], [0.2, 0.2, 0.2]), "mean"),
+    (lambda v: ga.Normalize([0.5], [v]), "std"),
+    (lambda v: ga.RandomHorizontalFlip(v), "p"),
+    (lambda v: ga.RandomVerticalFlip(v), "p"),
+    (lambda v: ga.RandomGrayscale(v), "p"),
+]
+
+
+@pytest.mark.parametrize("build, name", FLOAT_ARGUMENTS)
+@pytest.mark.parametrize("value", NON_FINITE)
+def test_non_finite_arguments_raise_naming_the_argument(build, name, value):
+    with pytest.raises(ValueError, match=rf"^{name}\b"):
+        build(value)
+
+
+def test_color_jitter_inf_was_accepted_and_gave_nan():
+    # The reported case: ColorJitter(brightness=inf) built and produced NaN; now it is refused.
+    with pytest.raises(ValueError, match="brightness must be a finite number"):
+        ga.ColorJitter(brightness=float("inf"))
+    with pytest.raises(ValueError, match="contrast"):
+        ga.ColorJitter(contrast=(0.5, float("inf")))
+
+
+def test_std_that_is_zero_in_float32_is_refused():
+    with pytest.raises(ValueError, match="std must not contain zero"):
+        ga.Normalize([0.5], [1e-300])
+
+
+def test_large_finite_arguments_stay_accepted():
+    # Bounds are float32's, not arbitrary ones: torchvision accepts these and so do we.
+    assert ga.ColorJitter(brightness=1e6).brightness == (0.0, 1e6 + 1)
+    assert ga.RandomResizedCrop(8, ratio=(1e-6, 1e6)).ratio == (1e-6, 1e6)
+
+
+@pytest.mark.parametrize("build", [ga.CenterCrop, ga.Resize, ga.RandomResizedCrop])
+@pytest.mark.parametrize("size", [10**30, 10**31, (224, 10**30), MAX_SIZE + 1])
+def test_sizes_are_bounded_at_construction(build, size):
+    with pytest.raises(ValueError, match=rf"size must be at most {MAX_SIZE} pixels per side"):
+        build(size)
+
+
+def test_largest_size_is_accepted():
+    assert ga.CenterCrop(MAX_SIZE).size == (MAX_SIZE, MAX_SIZE)
+    assert ga.Resize((1, MAX_SIZE)).size == (1, MAX_SIZE)
