@@ -1,37 +1,77 @@
-"""Augment-only throughput: one decoded uint8 batch already on the device, same ops everywhere.
+"""Augment-only throughput on decoded images already on the device, same ops and same photos everywhere.
 
 Ops (the fine-tuning recipe plus colour): RandomResizedCrop(224), RandomHorizontalFlip,
-ColorJitter(0.4, 0.4, 0.4), Normalize(ImageNet) -> float32. Pipelines:
+ColorJitter(0.4, 0.4, 0.4), Normalize(ImageNet) -> float32. The photos are the first
+``batches x batch_size`` images of the benchmark data set (tails included: sizes from a few pixels
+to 4800x3200), decoded as PIL would. Two inputs:
 
-- ``gpuaug``: ``ga.Compose`` with its fused paths (one resampling, one colour + normalise pass);
+- **ragged**: the list of decoded ``[3, H, W]`` uint8 images of different sizes, which is what
+  GPULoader hands its transform on CUDA;
+- **uniform**: the same photos resized and centre-cropped to 384x512 in one ``[B, 3, 384, 512]``
+  uint8 batch (what the earlier benchmark timed).
+
+Pipelines:
+
+- ``gpuaug-ragged``: ``ga.Compose`` on the ragged list;
+- ``gpuaug-packed``: ``gpuaug.packed.PackedBatch`` of the same images (packed before timing, as a
+  decoder writing into it would), when that module exists; ``gpuaug-packed+pack`` times the packing too;
+- ``gpuaug``: ``ga.Compose`` with its fused paths on the uniform batch;
 - ``gpuaug-exact``: the same with ``fuse=False`` (op by op, torchvision's exact semantics);
-- ``kornia-sequential``: ``kornia.augmentation.AugmentationSequential`` (float input; the uint8 ->
-  float conversion is timed too);
+- ``kornia-sequential``: ``kornia.augmentation.AugmentationSequential`` on the uniform batch (float
+  input; the uint8 -> float conversion is timed too);
 - ``torchvision-v2-per-image``: ``torchvision.transforms.v2`` applied image by image (torchvision
-  draws one parameter set per call, so per-sample draws need a loop), then stacked;
+  draws one parameter set per call) on the ragged images, then stacked;
 - ``pil-per-image`` (the baseline): PIL images through ``torchvision.transforms`` v1, as in a
   classic Dataset, then stacked.
+
+On CUDA each gpuaug and Kornia row also reports its kernel launches per batch (torch profiler).
 """
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 import torch
 
 import gpuaug as ga
-from benchmarks.common import Measurement, gpuaug_recipe, measure_all, pil_recipe, save_run
-from gpuaug.samples import photo_crops
+from benchmarks import data as bench_data
+from benchmarks.common import Measurement, gpuaug_recipe, kernel_launches, measure_all, pil_recipe, save_run
+from gpuaug.decode import decode_cpu
 
 BASELINE = "pil-per-image"
-SOURCE_SIZE = (384, 512)  # ImageNet-like (the mean ImageNet image is about 400 x 350)
+SOURCE_SIZE = (384, 512)  # the uniform batch: ImageNet-like (the mean ImageNet image is about 400 x 350)
 
 
-def make_batches(count: int, batch_size: int, device: torch.device, seed: int = 0) -> list[torch.Tensor]:
-    """``count`` different uint8 batches of real-photo crops at ``SOURCE_SIZE`` (inputs rotate)."""
-    photos = photo_crops(count * batch_size, seed=seed, short_side=(SOURCE_SIZE[0], SOURCE_SIZE[0] + 100))
-    resized = ga.Compose([ga.Resize(SOURCE_SIZE[0]), ga.CenterCrop(SOURCE_SIZE)])(photos)
-    return [chunk.to(device) for chunk in resized.split(batch_size)]
+def load_images(root: Path, count: int) -> tuple[list[torch.Tensor], list[str]]:
+    """The first ``count`` images of ``root`` in name order (repeated if it has fewer), decoded as PIL would."""
+    files = sorted(path for path in root.rglob("*") if path.is_file() and path.suffix.lower() in bench_data.IMAGE_SUFFIXES)
+    if not files:
+        raise FileNotFoundError(f"{root}: no image files")
+    chosen = [files[index % len(files)] for index in range(count)]
+    return [decode_cpu(path.read_bytes(), str(path)).contiguous() for path in chosen], [str(path) for path in chosen]
+
+
+def make_inputs(
+    images: list[torch.Tensor], batch_size: int, device: torch.device
+) -> tuple[list[list[torch.Tensor]], list[torch.Tensor]]:
+    """``(ragged batches, uniform batches)`` of the same photos on ``device``."""
+    uniform_transform = ga.Compose([ga.Resize(SOURCE_SIZE[0]), ga.CenterCrop(SOURCE_SIZE)])
+    ragged, uniform = [], []
+    for start in range(0, len(images) - batch_size + 1, batch_size):
+        chunk = images[start : start + batch_size]
+        ragged.append([image.to(device) for image in chunk])
+        uniform.append(uniform_transform([image.contiguous() for image in chunk]).contiguous().to(device))
+    return ragged, uniform
+
+
+def packed_type():
+    """``gpuaug.packed.PackedBatch`` when that module exists, else None."""
+    try:
+        from gpuaug.packed import PackedBatch
+    except ImportError:
+        return None
+    return PackedBatch
 
 
 def pipelines(image_size: int, device: torch.device) -> dict[str, object]:
@@ -40,7 +80,10 @@ def pipelines(image_size: int, device: torch.device) -> dict[str, object]:
 
     mean, std = ga.IMAGENET_MEAN, ga.IMAGENET_STD
     ours = gpuaug_recipe(image_size).transforms
-    return {
+    named = {
+        "gpuaug-ragged": ga.Compose(ours),
+        "gpuaug-packed": ga.Compose(ours),
+        "gpuaug-packed+pack": ga.Compose(ours),
         "gpuaug": ga.Compose(ours),
         "gpuaug-exact": ga.Compose(ours, fuse=False),
         "kornia-sequential": K.AugmentationSequential(
@@ -60,61 +103,106 @@ def pipelines(image_size: int, device: torch.device) -> dict[str, object]:
         ),
         BASELINE: pil_recipe(image_size),
     }
+    if packed_type() is None:
+        del named["gpuaug-packed"], named["gpuaug-packed+pack"]
+    return named
 
 
-def runner(name: str, pipeline, batches: list[torch.Tensor], pil_batches: list[list] | None, device: torch.device):
-    """A function that pushes every batch through ``pipeline`` the way ``name`` needs, returning the image count."""
-    count = sum(len(batch) for batch in batches)
+def batch_functions(name: str, pipeline, inputs: dict[str, list], generator: torch.Generator | None) -> list:
+    """One function per batch that pushes it through ``pipeline`` the way ``name`` needs."""
+    device = inputs["uniform"][0].device
 
-    def per_image_pil() -> int:
-        for batch in pil_batches:
-            torch.stack([pipeline(image) for image in batch]).to(device)
-        return count
-
-    def per_image_tensor() -> int:
-        for batch in batches:
-            torch.stack([pipeline(image) for image in batch])
-        return count
-
-    def float_batch() -> int:
-        for batch in batches:
-            pipeline(batch.float().div_(255))
-        return count
-
-    def uint8_batch() -> int:
-        for batch in batches:
-            pipeline(batch)
-        return count
-
-    return {BASELINE: per_image_pil, "torchvision-v2-per-image": per_image_tensor, "kornia-sequential": float_batch}.get(
-        name, uint8_batch
-    )
+    if name == BASELINE:
+        return [lambda batch=batch: torch.stack([pipeline(image) for image in batch]).to(device) for batch in inputs["pil"]]
+    if name == "torchvision-v2-per-image":
+        return [lambda batch=batch: torch.stack([pipeline(image) for image in batch]) for batch in inputs["ragged"]]
+    if name == "kornia-sequential":
+        return [lambda batch=batch: pipeline(batch.float().div_(255)) for batch in inputs["uniform"]]
+    if name == "gpuaug-ragged":
+        return [lambda batch=batch: pipeline(batch, generator=generator) for batch in inputs["ragged"]]
+    if name == "gpuaug-packed":
+        return [lambda batch=batch: pipeline(batch, generator=generator) for batch in inputs["packed"]]
+    if name == "gpuaug-packed+pack":
+        packed = packed_type()
+        return [lambda batch=batch: pipeline(packed.from_images(batch), generator=generator) for batch in inputs["ragged"]]
+    return [lambda batch=batch: pipeline(batch, generator=generator) for batch in inputs["uniform"]]
 
 
-def run(args: argparse.Namespace) -> list[Measurement]:
+def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     from PIL import Image
 
     device = torch.device(args.device)
-    batches = make_batches(2 if args.quick else 3, args.batch_size, device)
-    pil_batches = [[Image.fromarray(image.permute(1, 2, 0).cpu().numpy()) for image in batch] for batch in batches]
-    runners = {
-        name: torch.inference_mode()(runner(name, pipeline, batches, pil_batches, device))
-        for name, pipeline in pipelines(args.image_size, device).items()
+    batches = 2 if args.quick else 3
+    root = bench_data.ensure(args.data, args.count, args.seed, clean=args.clean)
+    images, paths = load_images(root, batches * args.batch_size)
+    ragged, uniform = make_inputs(images, args.batch_size, device)
+    inputs = {
+        "ragged": ragged,
+        "uniform": uniform,
+        "pil": [[Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images[i : i + args.batch_size]] for i in range(0, len(images), args.batch_size)],
     }
-    measurements = measure_all("aug", runners, device, args.repeats, BASELINE)
+    PackedBatch = packed_type()
+    if PackedBatch is not None:
+        inputs["packed"] = [PackedBatch.from_images(batch) for batch in ragged]
+    generator = torch.Generator(device=device).manual_seed(0) if device.type == "cuda" else torch.Generator().manual_seed(0)
+    per_batch = {
+        name: batch_functions(name, pipeline, inputs, generator) for name, pipeline in pipelines(args.image_size, device).items()
+    }
+    count = len(uniform) * args.batch_size
+
+    def runner(functions):
+        def run_once() -> int:
+            for function in functions:
+                function()
+            return count
+
+        return torch.inference_mode()(run_once)
+
+    failures: dict[str, str] = {}
+    measurements = measure_all("aug", {name: runner(f) for name, f in per_batch.items()}, device, args.repeats, BASELINE, failures)
+    kornia = next((m for m in measurements if m.pipeline == "kornia-sequential"), None)
     for item in measurements:
-        item.extra["source_size"] = list(SOURCE_SIZE)
-    return measurements
-
-
-def main(args: argparse.Namespace) -> list[Measurement]:
-    measurements = run(args)
+        item.extra["input"] = (
+            "ragged" if item.pipeline in ("gpuaug-ragged", "torchvision-v2-per-image", BASELINE)
+            else "packed" if item.pipeline.startswith("gpuaug-packed")
+            else f"uniform {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}"
+        )
+        if kornia is not None:
+            item.extra["ratio_to_kornia"] = item.images_per_sec / kornia.images_per_sec
+        if item.pipeline.startswith(("gpuaug", "kornia")):
+            try:
+                with torch.inference_mode():
+                    launches = kernel_launches(per_batch[item.pipeline][0], device)
+            except Exception as error:  # noqa: BLE001 - a profiler problem must not cost the measurement
+                launches = {"error": f"{type(error).__name__}: {error}"[:300]}
+            item.extra["kernel_launches"] = launches  # None on the CPU: n/a
+    heights = [image.shape[1] for image in images[:count]]
+    widths = [image.shape[2] for image in images[:count]]
+    kinds: dict[str, int] = {}
+    for path in paths[:count]:
+        for kind in bench_data.classify(path)[2]:
+            kinds[kind] = kinds.get(kind, 0) + 1
     details = {
         "image_size": args.image_size,
         "source_size": list(SOURCE_SIZE),
         "torch_threads": torch.get_num_threads(),
         "ops": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize",
-        "data": "photo crops from skimage.data, resized to 384x512, uint8",
+        "data": f"the first {count} images of {root} decoded like PIL: ragged list, and resized to {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} for the uniform batch",
+        "ragged_input": {
+            "batches": len(ragged),
+            "height": [min(heights), max(heights)],
+            "width": [min(widths), max(widths)],
+            "megapixels_per_batch": round(sum(h * w for h, w in zip(heights, widths)) / 1e6 / max(1, len(ragged)), 2),
+            "oddities": kinds,
+        },
+        "packed_available": PackedBatch is not None,
+        "dataset": bench_data.describe(root),
+        "failures": failures,
     }
+    return measurements, details
+
+
+def main(args: argparse.Namespace) -> list[Measurement]:
+    measurements, details = run(args)
     save_run(args, "aug", details, measurements, BASELINE, f"augment-only, batch {args.batch_size}, {args.device}")
     return measurements

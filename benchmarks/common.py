@@ -71,20 +71,22 @@ def _version(module: str) -> str | None:
         return None
 
 
-def git_commit() -> str:
-    try:
-        return (
-            subprocess.run(
-                ["git", "rev-parse", "--short=10", "HEAD"],
-                capture_output=True,
-                text=True,
-                timeout=10,
-                cwd=Path(__file__).resolve().parent,
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+def git_commit(root: Path = PROJECT_ROOT) -> str:
+    """This project's commit: ``git -C root`` when ``root`` is its own repository (never a folder
+    above it), else ``$GPUAUG_COMMIT`` (a copy without ``.git``, as on the lent GPU machine), else "unknown"."""
+    if (root / ".git").exists():
+        try:
+            commit = subprocess.run(
+                ["git", "-C", str(root), "rev-parse", "--short=10", "HEAD"], capture_output=True, text=True, timeout=10
             ).stdout.strip()
-            or "unknown"
-        )
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
+            if commit:
+                return commit
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return os.environ.get("GPUAUG_COMMIT", "").strip() or "unknown"
 
 
 def environment(device: torch.device) -> dict[str, Any]:
@@ -100,6 +102,8 @@ def environment(device: torch.device) -> dict[str, Any]:
         "torchvision": _version("torchvision"),
         "kornia": _version("kornia"),
         "dali": _version("nvidia.dali"),
+        "nvimgcodec": _version("nvidia.nvimgcodec"),
+        "triton": _version("triton"),
         "python": platform.python_version(),
     }
 
@@ -152,15 +156,58 @@ def measure(
 
 
 def measure_all(
-    benchmark: str, pipelines: dict[str, Callable[[], int]], device: torch.device, repeats: int, baseline: str
+    benchmark: str,
+    pipelines: dict[str, Callable[[], int]],
+    device: torch.device,
+    repeats: int,
+    baseline: str,
+    failures: dict[str, str] | None = None,
 ) -> list[Measurement]:
-    """``measure`` every pipeline in turn (printing each as it ends), ratios against ``baseline``."""
+    """``measure`` every pipeline in turn (printing each as it ends), ratios against ``baseline``.
+
+    A pipeline that raises is left out and its error kept in ``failures`` (``"Type: message"``), so
+    one broken path (say a CUDA out-of-memory) does not cost the other measurements.
+    """
     measurements = []
     for name, run_once in pipelines.items():
-        measurements.append(measure(benchmark, name, run_once, device, repeats=repeats))
+        try:
+            measurements.append(measure(benchmark, name, run_once, device, repeats=repeats))
+        except Exception as error:  # noqa: BLE001 - recorded, printed, and the run goes on
+            message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
+            print(f"  {benchmark} {name}: FAILED {message}", flush=True)
+            if failures is not None:
+                failures[name] = message
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            continue
         print(f"  {benchmark} {name}: {measurements[-1].images_per_sec:.1f} img/s", flush=True)
     add_ratios(measurements, baseline)
     return measurements
+
+
+def kernel_launches(run_batch: Callable[[], object], device: torch.device, batches: int = 2) -> dict[str, float] | None:
+    """CUDA kernels (and memory copies/sets) per call of ``run_batch``, counted with the torch profiler.
+
+    ``run_batch`` should already be warmed up. On anything but CUDA: None (reported as n/a).
+    """
+    if device.type != "cuda":
+        return None
+    from torch.profiler import ProfilerActivity, profile
+
+    synchronize(device)
+    with profile(activities=[ProfilerActivity.CUDA]) as profiler:
+        for _ in range(batches):
+            run_batch()
+        synchronize(device)
+    kernels = copies = 0
+    for event in profiler.events():
+        if event.device_type != torch.autograd.DeviceType.CUDA:
+            continue
+        if event.name.startswith(("Memcpy", "Memset")) or "memcpy" in event.name.lower() or "memset" in event.name.lower():
+            copies += 1
+        else:
+            kernels += 1
+    return {"kernels_per_batch": kernels / batches, "copies_per_batch": copies / batches}
 
 
 def save_run(

@@ -3,15 +3,20 @@
 A ResNet (resnet50 on CUDA, resnet18 at 112 px on the CPU unless ``--image-size`` says otherwise)
 in bf16 autocast, channels-last, SGD: the ``ceiling`` is its images/s on random batches that
 already sit on the device; each loader's row is the same steps fed by that loader (same ops as
-``loader``: RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4) + Normalize), and its
-``fraction_of_ceiling``. On 2 CPU cores the loaders' workers compete with training for the cores,
-which is what the fraction shows there.
+``loader``: RandomResizedCrop + flip + ColorJitter(0.4, 0.4, 0.4) + Normalize), its
+``fraction_of_ceiling`` and its ``data_wait_fraction``: the share of the training loop's time
+spent waiting for the next batch (median over repeats). On CUDA: ResNet-50, batch 256 in the
+suite, cuDNN autotuned during a warm-up repeat, ``torch.cuda.synchronize`` around every timed
+repeat. On 2 CPU cores the loaders' workers compete with training for the cores, which is what
+the fraction shows there.
 """
 
 from __future__ import annotations
 
 import argparse
 import itertools
+import statistics
+import time
 from pathlib import Path
 
 import torch
@@ -20,7 +25,7 @@ from torch import nn
 
 import gpuaug as ga
 from benchmarks import data as bench_data
-from benchmarks.common import Measurement, gpuaug_recipe, measure_all, pil_recipe, save_run
+from benchmarks.common import Measurement, gpuaug_recipe, measure_all, pil_recipe, save_run, synchronize
 
 CEILING = "synthetic-ceiling"
 
@@ -35,22 +40,32 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     from torchvision import datasets
 
     device = torch.device(args.device)
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
     size = args.image_size if device.type == "cuda" or args.image_size != 224 else 112
-    steps = (3 if args.quick else 6) if device.type == "cpu" else (10 if args.quick else 30)
-    root = bench_data.ensure(Path(args.data) if args.data else None, args.count, args.seed)
+    steps = (3 if args.quick else 6) if device.type == "cpu" else (8 if args.quick else 20)
+    root = bench_data.ensure(args.data, args.count, args.seed, clean=args.clean)
     model, name = _model(device, len(ga.ImageFolder(root).classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     criterion = nn.CrossEntropyLoss()
+    waits: dict[str, list[tuple[float, float]]] = {}
 
-    def train_on(batches) -> int:
-        count = 0
-        for images, labels in itertools.islice(batches, steps):
+    def train_on(pipeline: str, batches) -> int:
+        """``steps`` training steps on ``batches``; keeps (seconds waiting for batches, seconds in all)."""
+        count, waited = 0, 0.0
+        start = time.perf_counter()
+        for _ in range(steps):
+            asked = time.perf_counter()
+            images, labels = next(batches)
+            waited += time.perf_counter() - asked
             with torch.autocast(device.type, dtype=torch.bfloat16):
                 loss = criterion(model(images), labels)
             loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             count += len(labels)
+        synchronize(device)
+        waits.setdefault(pipeline, []).append((waited, time.perf_counter() - start))
         return count
 
     def forever(loader):
@@ -74,6 +89,7 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
 
     transform = gpuaug_recipe(size)
     ours = ga.GPULoader(ga.ImageFolder(root), device=device, transform=transform, drop_last=True, **common)
+    loaders = {"gpuaug": ours}
     feeds = {CEILING: itertools.cycle(synthetic), "pil-dataloader": pil_batches(), "gpuaug": forever(ours)}
     try:
         from gpuaug.dali import DALILoader
@@ -92,14 +108,23 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     except ImportError:
         pass
 
-    runners = {pipeline: (lambda feed=feed: train_on(feed)) for pipeline, feed in feeds.items()}
-    measurements = measure_all("train", runners, device, args.repeats, CEILING)
+    runners = {pipeline: (lambda pipeline=pipeline, feed=feed: train_on(pipeline, feed)) for pipeline, feed in feeds.items()}
+    failures: dict[str, str] = {}
+    measurements = measure_all("train", runners, device, args.repeats, CEILING, failures)
     for item in measurements:
         item.extra["fraction_of_ceiling"] = item.ratio_to_baseline
+        timed = waits.get(item.pipeline, [])[1:]  # the first call was the warm-up
+        if timed:
+            item.extra["data_wait_fraction"] = statistics.median(wait / total for wait, total in timed)
+        decoder = getattr(loaders.get(item.pipeline), "decoder_name", None)
+        if decoder is not None:
+            item.extra["decoder"] = decoder
     return measurements, {
+        "failures": failures,
         "model": name,
         "image_size": size,
         "steps_per_repeat": steps,
+        "workers": args.workers,
         "amp": "bf16",
         "channels_last": True,
         "dataset": bench_data.describe(root),
@@ -111,5 +136,5 @@ def main(args: argparse.Namespace) -> list[Measurement]:
     title = (
         f"training fed by each loader ({details['model']}, {details['image_size']} px, batch {args.batch_size}, {args.device})"
     )
-    save_run(args, "train", {"workers": args.workers, **details}, measurements, CEILING, title)
+    save_run(args, "train", details, measurements, CEILING, title)
     return measurements
