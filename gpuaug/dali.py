@@ -56,7 +56,8 @@ except ImportError as error:  # pragma: no cover - exercised by hiding the modul
 
 from gpuaug import transforms as T
 from gpuaug.decode import DecodeError, decode_cpu, read_header
-from gpuaug.loader import LoaderStats, _mix, as_compose, check_loader_arguments, resolve_device
+from gpuaug.loader import LoaderStats, as_compose, check_loader_arguments, resolve_device
+from gpuaug.seeding import mix_seed as _mix
 from gpuaug.sources import FileList, ImageFolder, is_file_list, read_bytes
 
 __all__ = ["DALILoader"]
