@@ -109,14 +109,29 @@ FLOAT32_MAX = float(torch.finfo(torch.float32).max)
 
 def _check_finite(value: float, name: str) -> float:
     """``value`` as a float; a ValueError naming ``name`` if NaN, infinite or beyond float32 (factors are sampled in float32)."""
-    value = float(value)
-    if not math.isfinite(value) or abs(value) > FLOAT32_MAX:
-        raise ValueError(f"{name} must be a finite number (within float32 range), got {value!r}")
-    return value
+    try:
+        number = float(value)
+    except (TypeError, ValueError, OverflowError):  # OverflowError: an int such as 10**400
+        number = math.nan
+    if not math.isfinite(number) or abs(number) > FLOAT32_MAX:
+        shown = repr(value) if len(repr(value)) <= 40 else f"{repr(value)[:20]}...({len(repr(value))} characters)"
+        raise ValueError(f"{name} must be a finite number (within float32 range), got {shown}")
+    return number
+
+
+def _check_pixels(images: Images, op: str) -> None:
+    """A ValueError naming the image (or batch shape) that has a height, width or channel count of 0."""
+    shapes = [tuple(images.shape[1:])] if isinstance(images, Tensor) else [tuple(image.shape) for image in images]
+    for index, shape in enumerate(shapes):
+        if 0 in shape:
+            batch = isinstance(images, Tensor)
+            which = f"images of shape {tuple(images.shape)} have" if batch else f"image {index} of shape {shape} has"
+            empty = ", ".join(f"{axis} 0" for axis, extent in zip(("channels", "height", "width"), shape) if extent == 0)
+            raise ValueError(f"{op}: {which} no pixels ({empty}); every image needs at least one channel and one pixel")
 
 
 def _check_probability(p: float, name: str = "p") -> float:
-    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= float(p) <= 1.0:
+    if isinstance(p, bool) or not isinstance(p, numbers.Real) or not 0.0 <= _check_finite(p, name) <= 1.0:
         raise ValueError(f"{name} must be a probability in [0, 1], got {p!r}")
     return float(p)
 
@@ -157,14 +172,13 @@ def _check_jitter(value: Any, name: str, center: float, bound: tuple[float, floa
     if isinstance(value, numbers.Real) and not isinstance(value, bool):
         if value < 0:
             raise ValueError(f"{name} must be non-negative when a single number, got {value!r}")
-        low, high = center - float(value), center + float(value)
+        low, high = center - _check_finite(value, name), center + _check_finite(value, name)
         if center == 1.0:
             low = max(low, 0.0)
     elif isinstance(value, Sequence) and not isinstance(value, str) and len(value) == 2:
-        try:
-            low, high = float(value[0]), float(value[1])
-        except (TypeError, ValueError):
-            raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}") from None
+        if not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value):
+            raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}")
+        low, high = _check_finite(value[0], name), _check_finite(value[1], name)
     else:
         raise ValueError(f"{name} must be a number or a (min, max) pair, got {value!r}")
     low, high = _check_finite(low, name), _check_finite(high, name)
@@ -183,6 +197,12 @@ class Transform:
     (unless given) and applies them with ``apply``. ``images`` is a uint8 or float ``[B, C, H, W]``
     tensor (or one ``[C, H, W]`` image); transforms with ``accepts_list`` also take a list of
     ``[C, H, W]`` tensors of different sizes and return one batch.
+
+    Empty input: an image with no pixels (a height, width or channel count of 0) raises a
+    ``ValueError`` naming it; an empty batch ``[0, C, H, W]`` gives, as in torchvision v2, an empty
+    batch with the shape and dtype one image would get (found by running the transform on one
+    blank image with a private generator: the caller's generator is not consumed). An empty list
+    has no shape to follow and raises.
     """
 
     accepts_list = False
@@ -191,6 +211,9 @@ class Transform:
         single = isinstance(images, Tensor) and images.ndim == 3
         batch = images.unsqueeze(0) if single else images
         F.check_images(batch, type(self).__name__, allow_list=self.accepts_list)
+        _check_pixels(batch, type(self).__name__)
+        if isinstance(batch, Tensor) and batch.shape[0] == 0:
+            return _empty_output(self, batch)
         if params is None:
             params = self.make_params(batch, generator)
         out = _as_batch(self.apply(batch, params), type(self).__name__)
@@ -230,6 +253,13 @@ def _as_batch(images: Tensor | list[Tensor], op: str) -> Tensor:
             "CenterCrop or use RandomResizedCrop / Resize((h, w)) so every image gets one size"
         )
     return torch.stack(list(images))
+
+
+def _empty_output(transform: Transform, images: Tensor) -> Tensor:
+    """The empty batch ``transform`` gives for ``[0, C, H, W]``: its output for one blank image, sliced to 0 rows."""
+    blank = torch.zeros((1, *images.shape[1:]), dtype=images.dtype, device=images.device)
+    private = torch.Generator(device=images.device).manual_seed(0)  # leaves the caller's generator untouched
+    return transform(blank, generator=private)[:0]
 
 
 def _list_loop(images: Sequence[Tensor], mask: Tensor, op) -> list[Tensor]:

@@ -6,11 +6,14 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
+from torchvision.transforms import v2
 
 import gpuaug as ga
 from gpuaug.transforms import MAX_SIZE
 
-NON_FINITE = [math.inf, -math.inf, math.nan, 1e300]  # 1e300 is inf in float32, where factors are sampled
+# 1e300 is inf in float32, where factors are sampled; 10**400 overflowed float() with an OverflowError
+NON_FINITE = [math.inf, -math.inf, math.nan, 1e300, 10**400]
 
 # (constructor, argument name, a valid value for the other arguments) for every float argument
 FLOAT_ARGUMENTS = [
@@ -69,3 +72,61 @@ def test_sizes_are_bounded_at_construction(build, size):
 def test_largest_size_is_accepted():
     assert ga.CenterCrop(MAX_SIZE).size == (MAX_SIZE, MAX_SIZE)
     assert ga.Resize((1, MAX_SIZE)).size == (1, MAX_SIZE)
+
+
+# ----------------------------------------------------------------------------------------------
+# Empty images and empty batches (row #14)
+# ----------------------------------------------------------------------------------------------
+def _pipelines():
+    return [
+        ga.RandomResizedCrop(8),
+        ga.Resize(8),
+        ga.CenterCrop(8),
+        ga.RandomHorizontalFlip(),
+        ga.ColorJitter(0.4, 0.4, 0.4, 0.1),
+        ga.RandomGrayscale(),
+        ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+        ga.Compose(
+            [ga.RandomResizedCrop(8), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize([0.5], [0.5])]
+        ),
+        ga.Compose([ga.Resize(10), ga.CenterCrop(8), ga.ToDtype(torch.bfloat16)], fuse=False),
+    ]
+
+
+@pytest.mark.parametrize("transform", _pipelines(), ids=lambda t: type(t).__name__)
+def test_empty_batch_gives_an_empty_batch_like_one_image_would(transform, photo_batch):
+    # RandomResizedCrop and Compose raised IndexError on [0, 3, H, W]; torchvision v2 returns an empty batch.
+    generator = torch.Generator().manual_seed(5)
+    state = generator.get_state()
+    empty = transform(photo_batch[:0], generator=generator)
+    one = transform(photo_batch[:1], generator=torch.Generator().manual_seed(0))
+    assert empty.shape == (0, *one.shape[1:])
+    assert empty.dtype == one.dtype and empty.device == one.device
+    assert torch.equal(generator.get_state(), state)  # the caller's generator was not consumed
+
+
+def test_empty_batch_shape_matches_torchvision(photo_batch):
+    for ours, theirs in [(ga.RandomResizedCrop((8, 6)), v2.RandomResizedCrop((8, 6))), (ga.Resize(8), v2.Resize(8))]:
+        assert ours(photo_batch[:0]).shape == theirs(photo_batch[:0]).shape
+
+
+@pytest.mark.parametrize("transform", _pipelines(), ids=lambda t: type(t).__name__)
+@pytest.mark.parametrize("shape, axis", [((2, 3, 0, 30), "height 0"), ((2, 3, 20, 0), "width 0"), ((2, 0, 20, 30), "channels 0")])
+def test_images_without_pixels_raise_naming_the_empty_axis(transform, shape, axis):
+    # Were ZeroDivisionError (Resize), a C++ RuntimeError (RandomResizedCrop) or silently empty output.
+    images = torch.zeros(shape, dtype=torch.uint8)
+    message = rf"{type(transform).__name__}: images of shape \(2, \d+, \d+, \d+\) have no pixels \({axis}\)"
+    with pytest.raises(ValueError, match=message):
+        transform(images)
+
+
+@pytest.mark.parametrize("transform", [ga.RandomResizedCrop(8), ga.Resize(8), ga.CenterCrop(8), ga.Compose([ga.Resize((8, 8))])])
+def test_an_empty_image_in_a_list_is_named(transform):
+    images = [torch.zeros(3, 20, 30, dtype=torch.uint8), torch.zeros(3, 0, 30, dtype=torch.uint8)]
+    with pytest.raises(ValueError, match=r"image 1 of shape \(3, 0, 30\) has no pixels \(height 0\)"):
+        transform(images)
+
+
+def test_an_empty_list_raises():
+    with pytest.raises(ValueError, match="empty list of images"):
+        ga.RandomResizedCrop(8)([])
