@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -25,16 +26,66 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from gpuaug.decode import DecodeError
 
-__all__ = ["IMG_EXTENSIONS", "FileList", "ImageFolder", "read_bytes"]
+__all__ = ["DEFAULT_MAX_BYTES", "IMG_EXTENSIONS", "FileList", "ImageFolder", "read_bytes"]
 
 
-def read_bytes(path: str) -> bytes:
-    """The whole file, or a :class:`DecodeError` naming it (so ``on_error="skip"`` can count it)."""
+# The largest file the pixel limit can need: an uncompressed RGBA image of DEFAULT_MAX_PIXELS
+# pixels is 716 MB (a BMP or TIFF); compressed formats are far smaller.
+DEFAULT_MAX_BYTES = 1 << 30
+
+
+def read_bytes(path: str, max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
+    """The whole file, or a :class:`DecodeError` naming it (so ``on_error="skip"`` can count it).
+
+    Only regular files are read: a FIFO, a device (``/dev/zero``), a socket or a folder named like
+    an image is refused by name, without blocking (opened with ``O_NONBLOCK``, its type checked on
+    the open descriptor). A file larger than ``max_bytes`` (default :data:`DEFAULT_MAX_BYTES`, 1 GiB;
+    None: no limit) is refused before it is read.
+
+    Args:
+        path: the file.
+        max_bytes: the largest file accepted.
+
+    Raises:
+        DecodeError: naming ``path``: missing, unreadable, not a regular file, or too large.
+
+    Example:
+        >>> read_bytes("/dev/zero")
+        Traceback (most recent call last):
+        gpuaug.decode.DecodeError: cannot decode /dev/zero: not a regular file (a character device)
+    """
     try:
-        with open(path, "rb") as file:
-            return file.read()
+        descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as error:
         raise DecodeError(path, f"cannot read the file ({error.strerror or error})") from None
+    try:
+        mode = os.fstat(descriptor)
+        if not stat.S_ISREG(mode.st_mode):
+            raise DecodeError(path, f"not a regular file ({_file_kind(mode.st_mode)})")
+        if max_bytes is not None and mode.st_size > max_bytes:
+            raise DecodeError(path, f"the file has {mode.st_size:,} bytes, more than max_bytes={max_bytes:,}")
+        with open(descriptor, "rb", closefd=False) as file:
+            data = file.read() if max_bytes is None else file.read(max_bytes + 1)
+    except OSError as error:
+        raise DecodeError(path, f"cannot read the file ({error.strerror or error})") from None
+    finally:
+        os.close(descriptor)
+    if max_bytes is not None and len(data) > max_bytes:  # it grew while being read
+        raise DecodeError(path, f"the file has more than max_bytes={max_bytes:,} bytes")
+    return data
+
+
+def _file_kind(mode: int) -> str:
+    for test, name in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISDIR, "a folder"),
+    ):
+        if test(mode):
+            return name
+    return "not a plain file"
 
 
 class FileList(Dataset):
