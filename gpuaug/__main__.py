@@ -39,6 +39,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _one_line(error: BaseException, limit: int = 500) -> str:
+    """The first line of an error's message, at most ``limit`` characters (torch appends C++ frames)."""
+    lines = str(error).strip().splitlines()
+    text = lines[0] if lines else ""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from gpuaug.preview import grid
@@ -48,10 +55,11 @@ def main(argv: list[str] | None = None) -> int:
         picture = grid(args.image, transform, rows=args.rows, cols=args.cols, seed=args.seed, device=args.device)
         picture.save(args.output)
     except TransformSyntaxError as error:
-        print(f"error: bad transform: {error}", file=sys.stderr)
+        print(f"error: bad transform: {_one_line(error)}", file=sys.stderr)
         return 2
-    except (ValueError, TypeError, OSError) as error:
-        print(f"error: {error}", file=sys.stderr)
+    except (ValueError, TypeError, OSError, RuntimeError, MemoryError) as error:
+        # RuntimeError: torch's own (out of memory, a CUDA fault); one line, no C++ frames
+        print(f"error: {_one_line(error) or type(error).__name__}", file=sys.stderr)
         return 2
     print(f"wrote {args.output} ({args.rows}x{args.cols}, {transform!r})".replace("\n", ""))
     return 0

@@ -4,6 +4,12 @@ The text is parsed with :mod:`ast` and never evaluated: a call must name a gpuau
 its arguments must be literals (numbers, strings, tuples, lists, ``True``/``False``/``None``), a
 dtype name (``float32``, ``torch.bfloat16``) or, inside ``Compose([...])``, other transform calls.
 
+Hostile text is refused in one line before it can exhaust the parser: at most ``MAX_LENGTH``
+characters (checked before :func:`ast.parse`, so ``'1+' * 20000`` never reaches it), and at most
+``MAX_DEPTH`` levels of nesting (checked on the tree without recursion, before anything walks it
+recursively, so 500 unary minus signs fail cleanly); the parser's own ``RecursionError`` and
+``MemoryError`` are caught as a last resort.
+
 Example:
     >>> parse_transform("RandomResizedCrop(200, scale=(0.1, 1), ratio=(0.5, 2))")
     RandomResizedCrop(size=(200, 200), scale=(0.1, 1.0), ratio=(0.5, 2.0), antialias=True)
@@ -20,7 +26,12 @@ import torch
 
 from gpuaug import transforms as T
 
-__all__ = ["TransformSyntaxError", "parse_transform"]
+__all__ = ["MAX_DEPTH", "MAX_LENGTH", "TransformSyntaxError", "parse_transform"]
+
+MAX_LENGTH = 10_000
+"""Longest transform text accepted (characters); the seed's default augmentation takes 150."""
+MAX_DEPTH = 32
+"""Deepest syntax tree accepted; ``Compose([RandomResizedCrop(8, scale=(-0.1, 1))])`` is 9 deep."""
 
 TRANSFORMS = {
     name: getattr(T, name)
@@ -44,16 +55,46 @@ def parse_transform(text: str) -> T.Transform:
 
     Raises:
         TransformSyntaxError: one line saying what is wrong (unknown name, non-literal
-            argument, bad argument value, syntax error).
+            argument, bad argument value, syntax error, text too long or too deeply nested).
     """
+    if not isinstance(text, str):
+        raise TransformSyntaxError(f"transform text must be a string, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise TransformSyntaxError(f"transform text is {len(text)} characters long; the limit is {MAX_LENGTH}")
     try:
         tree = ast.parse(text.strip(), mode="eval")
     except SyntaxError as error:
-        raise TransformSyntaxError(f"cannot parse transform {text!r}: {error.msg}") from None
+        raise TransformSyntaxError(f"cannot parse transform {_shorten(text)!r}: {error.msg}") from None
+    except (RecursionError, MemoryError):
+        raise TransformSyntaxError(f"transform text is nested too deeply (the limit is {MAX_DEPTH} levels)") from None
+    except ValueError as error:  # null bytes; an integer literal of more than 4300 digits
+        raise TransformSyntaxError(f"cannot parse transform: {error}") from None
+    depth = _depth(tree)
+    if depth > MAX_DEPTH:
+        raise TransformSyntaxError(f"transform text is nested {depth} levels deep; the limit is {MAX_DEPTH}")
     node = tree.body
     if isinstance(node, (ast.Tuple, ast.List)):
         return T.Compose([_transform(element) for element in node.elts])
     return _transform(node)
+
+
+def _depth(tree: ast.AST) -> int:
+    """Depth of the syntax tree, walked with an explicit stack (the tree may be too deep to recurse)."""
+    deepest, stack = 0, [(tree, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack.extend((child, depth + 1) for child in ast.iter_child_nodes(node))
+    return deepest
+
+
+def _shorten(text: str, limit: int = 80) -> str:
+    """``text`` cut to ``limit`` characters for a one-line message."""
+    return text if len(text) <= limit else f"{text[: limit - 3]}..."
+
+
+def _source(node: ast.AST) -> str:
+    return _shorten(ast.unparse(node))
 
 
 def _name(node: ast.expr) -> str | None:
@@ -67,11 +108,11 @@ def _name(node: ast.expr) -> str | None:
 
 def _transform(node: ast.expr) -> T.Transform:
     if not isinstance(node, ast.Call):
-        raise TransformSyntaxError(f"expected a transform call such as RandomHorizontalFlip(), got {ast.unparse(node)!r}")
+        raise TransformSyntaxError(f"expected a transform call such as RandomHorizontalFlip(), got {_source(node)!r}")
     name = _name(node.func)
     if name not in TRANSFORMS:
         known = ", ".join(sorted(TRANSFORMS))
-        raise TransformSyntaxError(f"unknown transform {ast.unparse(node.func)!r}; known: {known}")
+        raise TransformSyntaxError(f"unknown transform {_source(node.func)!r}; known: {known}")
     args = [_argument(arg, name) for arg in node.args]
     kwargs = {}
     for keyword in node.keywords:
@@ -80,10 +121,8 @@ def _transform(node: ast.expr) -> T.Transform:
         kwargs[keyword.arg] = _argument(keyword.value, name)
     try:
         return TRANSFORMS[name](*args, **kwargs)
-    except TypeError as error:
-        raise TransformSyntaxError(f"{name}: {error}") from None
-    except ValueError as error:
-        raise TransformSyntaxError(f"{name}: {error}") from None
+    except (TypeError, ValueError, OverflowError) as error:
+        raise TransformSyntaxError(f"{name}: {_shorten(' '.join(str(error).split()), 300)}") from None
 
 
 def _argument(node: ast.expr, owner: str) -> Any:
@@ -97,11 +136,11 @@ def _argument(node: ast.expr, owner: str) -> Any:
             return CONSTANTS[name]
         if name in ("True", "False", "None"):  # pragma: no cover - parsed as constants
             return ast.literal_eval(node)
-        raise TransformSyntaxError(f"{owner}: unknown name {ast.unparse(node)!r} (only literals and dtype names)")
+        raise TransformSyntaxError(f"{owner}: unknown name {_source(node)!r} (only literals and dtype names)")
     if isinstance(node, (ast.List, ast.Tuple)):
         values = [_argument(element, owner) for element in node.elts]
         return values if isinstance(node, ast.List) else tuple(values)
     try:
         return ast.literal_eval(node)
     except (ValueError, SyntaxError, TypeError):
-        raise TransformSyntaxError(f"{owner}: argument {ast.unparse(node)!r} is not a literal") from None
+        raise TransformSyntaxError(f"{owner}: argument {_source(node)!r} is not a literal") from None

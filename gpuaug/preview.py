@@ -1,5 +1,10 @@
 """See what an augmentation does: one image, many random draws, in a grid (d2l's ``apply``).
 
+Bounds: at most ``MAX_TILES`` tiles, and at most ``MAX_PIXELS`` pixels in the batch at any step of
+the transform (the ``rows * cols`` copies of the image, then each transform's output, computed
+from the transforms' output sizes before any pixel is touched). Transform sizes are bounded
+separately by ``gpuaug.transforms.MAX_SIZE`` (65535 px per side).
+
 Example:
     >>> import gpuaug as ga
     >>> from gpuaug.samples import load_photo
@@ -20,9 +25,13 @@ from gpuaug import transforms as T
 from gpuaug.convert import from_torchvision
 from gpuaug.samples import resolve_image
 
-__all__ = ["grid", "to_tensor_image"]
+__all__ = ["MAX_PIXELS", "MAX_TILES", "grid", "resolve_device", "to_tensor_image"]
 
 GAP = 4  # pixels between tiles
+MAX_TILES = 256
+"""Most tiles (``rows * cols``) in one grid."""
+MAX_PIXELS = 2**27
+"""Most pixels (all images of the batch together) at any step: 134 M, 0.4 GB as uint8 RGB, 1.6 GB as float32."""
 
 
 def to_tensor_image(image: Image.Image | torch.Tensor | str) -> torch.Tensor:
@@ -36,6 +45,43 @@ def to_tensor_image(image: Image.Image | torch.Tensor | str) -> torch.Tensor:
             return (image.clamp(0, 1) * 255).round().to(torch.uint8)
         return image
     raise TypeError(f"image must be a PIL image, a path or a [3, H, W] tensor, got {type(image).__name__}")
+
+
+def resolve_device(device: str | torch.device) -> torch.device:
+    """``device`` as a ``torch.device`` that exists here: ``cpu``, or ``cuda[:N]`` with such a GPU.
+
+    Raises:
+        ValueError: one line, for an unknown device, or CUDA on a machine without that GPU.
+    """
+    try:
+        device = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r}; use 'cpu' or 'cuda' (or 'cuda:N')") from None
+    if device.type not in ("cpu", "cuda"):
+        raise ValueError(f"device {str(device)!r} is not supported by the preview; use 'cpu' or 'cuda'")
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r}: no CUDA GPU is available here; use --device cpu")
+        if device.index is not None and device.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA GPU(s)")
+    return device
+
+
+def _check_budget(transform: T.Transform, count: int, height: int, width: int) -> None:
+    """Refuse a grid whose batch would exceed ``MAX_PIXELS`` at any step, before allocating anything."""
+    info = T.BatchInfo(count, torch.device("cpu"), ((height, width),) * count)
+    steps = transform.transforms if isinstance(transform, T.Compose) else [transform]
+    for step in [None, *steps]:
+        if step is not None:
+            info = step.output_sizes(info)
+        pixels = sum(h * w for h, w in info.sizes)
+        if pixels > MAX_PIXELS:
+            where = "the input copies" if step is None else f"the output of {type(step).__name__}"
+            size = "x".join(map(str, info.sizes[0]))
+            raise ValueError(
+                f"the preview would hold {pixels:,} pixels in {where} ({count} tiles of {size}); the limit is "
+                f"{MAX_PIXELS:,}: use fewer rows/cols, a smaller image or smaller sizes"
+            )
 
 
 def _displayable(batch: torch.Tensor, transform: T.Transform) -> torch.Tensor:
@@ -66,17 +112,27 @@ def grid(
         transform: a gpuaug transform, or a torchvision one (converted with ``from_torchvision``).
         rows, cols: grid shape.
         seed: seeds the ``torch.Generator`` of the draw: same seed, same picture.
-        device: where to run the batch.
+        device: where to run the batch (``cpu`` or ``cuda[:N]``).
 
     Returns:
         A PIL RGB image of the tiles, ``GAP`` pixels apart on white.
+
+    Raises:
+        ValueError: one line, for a grid beyond ``MAX_TILES``/``MAX_PIXELS``, or a device that is
+            not here.
     """
     if rows < 1 or cols < 1:
         raise ValueError(f"rows and cols must be >= 1, got rows={rows}, cols={cols}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not -(2**63) <= seed < 2**64:
+        raise ValueError(f"seed must be an int in [-2**63, 2**64) (torch.manual_seed's range), got {seed!r}")
+    if rows * cols > MAX_TILES:
+        raise ValueError(f"rows * cols must be at most {MAX_TILES} tiles, got {rows} x {cols} = {rows * cols}")
     if not isinstance(transform, T.Transform):
         transform = from_torchvision(transform)
-    device = torch.device(device)
-    picture = to_tensor_image(image).to(device)
+    device = resolve_device(device)
+    picture = to_tensor_image(image)
+    _check_budget(transform, rows * cols, *picture.shape[-2:])
+    picture = picture.to(device)
     batch = picture.unsqueeze(0).repeat(rows * cols, 1, 1, 1)
     generator = torch.Generator(device=device).manual_seed(seed)
     tiles = _displayable(transform(batch, generator=generator), transform).cpu()

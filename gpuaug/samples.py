@@ -52,6 +52,8 @@ def resolve_image(spec: str) -> Image.Image:
             return image.convert("RGB")
     except FileNotFoundError:
         raise ValueError(f"image file not found: {spec}") from None
+    except Image.DecompressionBombError as error:  # not an OSError; PIL's pixel limit (Image.MAX_IMAGE_PIXELS)
+        raise ValueError(f"cannot read image {spec}: {error}") from None
     except OSError as error:
         raise ValueError(f"cannot read image {spec}: {error}") from None
 

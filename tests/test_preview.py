@@ -107,3 +107,82 @@ def test_cli_bad_inputs_exit_2_with_one_line(tmp_path, capsys):
         timeout=120,
     )
     assert result.returncode == 2 and result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+
+
+# ----------------------------------------------------------------------------------------------
+# Hostile input (issue 12, rows #7 and #7b): exit 2 with one line, before anything large is built
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("-" * 500 + "1", "nested 502 levels deep"),  # was RecursionError in the recursive walk
+        ("RandomHorizontalFlip(p=" + "-" * 500 + "1)", "nested"),
+        ("1+" * 20000, "40000 characters long"),  # was RecursionError in ast.parse
+        ("not " * 5000, "20000 characters long"),
+        ("not " * 2000 + "1", "nested 2002 levels deep"),
+        ("a." * 3000 + "b", "nested too deeply"),  # the parser's own RecursionError, caught
+        ("x" * 100_000, "100000 characters long"),
+        ("CenterCrop(" + "9" * 5000 + ")", "cannot parse"),  # int of more than 4300 digits
+        ("Resize(1\x00)", "null bytes"),
+        ("CenterCrop(10000000000000000000000000000000)", "at most 65535"),  # 10**31 as a literal
+        ("ColorJitter(brightness=1e999)", "brightness must be a finite number"),
+        ("ColorJitter(brightness=10" + "0" * 400 + ")", "brightness must be a finite number"),
+    ],
+)
+def test_parser_refuses_hostile_text_in_one_line(text, fragment):
+    with pytest.raises(TransformSyntaxError, match=fragment) as caught:
+        parse_transform(text)
+    message = str(caught.value)
+    assert "\n" not in message and len(message) < 400
+
+
+def test_parser_limits_leave_real_transforms_alone():
+    from gpuaug.__main__ import DEFAULT_TRANSFORM
+    from gpuaug.parse import MAX_DEPTH
+
+    assert len(parse_transform(DEFAULT_TRANSFORM).transforms) == 3
+    assert parse_transform("Compose([ColorJitter(hue=(-0.1, 0.1)), Normalize(mean=[-0.5], std=[2])])").transforms[0].hue
+    assert MAX_DEPTH >= 16
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["--transform=" + "-" * 500 + "1"], "bad transform: transform text is nested"),
+        (["--transform=" + "1+" * 20000], "bad transform: transform text is 40000 characters long"),
+        (["--transform=" + "not " * 5000], "bad transform: transform text is 20000 characters long"),
+        (["-t", "x" * 100_000], "characters long"),
+        (["-t", "CenterCrop(10000000000000000000000000000000)"], "size must be at most 65535"),
+        (["-t", "Resize(100000)"], "size must be at most 65535"),
+        (["-t", "Resize(60000)"], "in the output of Resize"),  # 8 tiles of 60000x90200: refused before allocating
+        (["-t", "Compose([Resize(20000), CenterCrop(8)])"], "in the output of Resize"),  # a huge step in between
+        (["--rows", "100000"], "at most 256 tiles"),
+        (["--seed", str(10**30)], "seed must be an int"),
+        (["--device", "nonsense"], "unknown device"),
+        (["--device", "cuda:99"], "cuda:99"),
+    ],
+)
+def test_cli_hostile_arguments_exit_2_with_one_line(tmp_path, capsys, args, fragment):
+    out = tmp_path / "grid.png"
+    assert main(["preview", "skimage:chelsea", *args, "-o", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error:") and fragment in error
+    assert not out.exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_cli_cuda_without_a_gpu_exits_2(tmp_path, capsys):
+    assert main(["preview", "skimage:chelsea", "--device", "cuda", "-o", str(tmp_path / "g.png")]) == 2
+    assert "no CUDA GPU is available here" in capsys.readouterr().err
+
+
+def test_grid_bounds_are_checked_before_allocating():
+    from gpuaug.preview import MAX_PIXELS, MAX_TILES
+
+    photo = torch.zeros(3, 4000, 3000, dtype=torch.uint8)
+    with pytest.raises(ValueError, match="in the input copies"):  # 16 x 12 MP > MAX_PIXELS
+        grid(photo, ga.RandomHorizontalFlip(), rows=4, cols=4)
+    assert 16 * 4000 * 3000 > MAX_PIXELS >= 8 * 4000 * 3000  # a 12 MP photo still previews in 8 tiles
+    with pytest.raises(ValueError, match="tiles"):
+        grid(photo, ga.RandomHorizontalFlip(), rows=MAX_TILES + 1, cols=1)
+
