@@ -50,9 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         sub = commands.add_parser(name, help=text, description=text)
         _common(sub, 64)
         if name in ("loader", "all"):
-            sub.add_argument(
-                "--skip-clean", action="store_true", help="loader: do not also run PIL and gpuaug on the clean set"
-            )
+            sub.add_argument("--skip-clean", action="store_true", help="loader: do not also run PIL and gpuaug on the clean set")
     report = commands.add_parser("report", help="Markdown tables (and target checks) from benchmarks/results/*.json")
     report.add_argument("--results-dir", default=str(Path(__file__).resolve().parent / "results"), help="result files")
     report.add_argument("--collect", default=None, help="first copy OUT/results.json + charts into the results folder")

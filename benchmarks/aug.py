@@ -139,7 +139,10 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     inputs = {
         "ragged": ragged,
         "uniform": uniform,
-        "pil": [[Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images[i : i + args.batch_size]] for i in range(0, len(images), args.batch_size)],
+        "pil": [
+            [Image.fromarray(image.permute(1, 2, 0).numpy()) for image in images[i : i + args.batch_size]]
+            for i in range(0, len(images), args.batch_size)
+        ],
     }
     PackedBatch = packed_type()
     if PackedBatch is not None:
@@ -159,12 +162,16 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
         return torch.inference_mode()(run_once)
 
     failures: dict[str, str] = {}
-    measurements = measure_all("aug", {name: runner(f) for name, f in per_batch.items()}, device, args.repeats, BASELINE, failures)
+    measurements = measure_all(
+        "aug", {name: runner(f) for name, f in per_batch.items()}, device, args.repeats, BASELINE, failures
+    )
     kornia = next((m for m in measurements if m.pipeline == "kornia-sequential"), None)
     for item in measurements:
         item.extra["input"] = (
-            "ragged" if item.pipeline in ("gpuaug-ragged", "torchvision-v2-per-image", BASELINE)
-            else "packed" if item.pipeline.startswith("gpuaug-packed")
+            "ragged"
+            if item.pipeline in ("gpuaug-ragged", "torchvision-v2-per-image", BASELINE)
+            else "packed"
+            if item.pipeline.startswith("gpuaug-packed")
             else f"uniform {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}"
         )
         if kornia is not None:
@@ -187,7 +194,8 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
         "source_size": list(SOURCE_SIZE),
         "torch_threads": torch.get_num_threads(),
         "ops": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize",
-        "data": f"the first {count} images of {root} decoded like PIL: ragged list, and resized to {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} for the uniform batch",
+        "data": f"the first {count} images of {root} decoded like PIL: the ragged list, and resized to "
+        f"{SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} for the uniform batch",
         "ragged_input": {
             "batches": len(ragged),
             "height": [min(heights), max(heights)],

@@ -339,7 +339,7 @@ def describe(root: str | os.PathLike, limit: int = 20_000) -> dict:
             sizes.append(size)
         if kind == "JPEG" and "cmyk" not in kinds and "grayscale" not in kinds:
             sampling["4:4:4" if "jpeg-444" in kinds else "4:2:0 or other"] += 1
-    widths, heights = (np.array(sizes, dtype=np.float64).T if sizes else (np.zeros(0), np.zeros(0)))
+    widths, heights = np.array(sizes, dtype=np.float64).T if sizes else (np.zeros(0), np.zeros(0))
     short, long = np.minimum(widths, heights), np.maximum(widths, heights)
     marker = root / MARKER
     generated = json.loads(marker.read_text()) if marker.exists() else None

@@ -195,7 +195,9 @@ def gpuaug_loaders(root: Path, device: torch.device, size: int, common: dict) ->
     loaders, refused, chosen = {}, {}, {}
     for mode in decode_modes():
         try:
-            loader = ga.GPULoader(ga.ImageFolder(root), shuffle=True, device=device, **common, transform=gpuaug_recipe(size), decode=mode)
+            loader = ga.GPULoader(
+                ga.ImageFolder(root), shuffle=True, device=device, **common, transform=gpuaug_recipe(size), decode=mode
+            )
         except (ValueError, ImportError, RuntimeError) as error:
             refused[mode] = f"{type(error).__name__}: {error}"
             continue
@@ -235,7 +237,12 @@ def run_set(
 
             any_loader = next(iter(loaders.values()))
             dali = DALILoader(
-                root, args.batch_size, shuffle=True, device=device, num_threads=max(1, args.workers), transform=any_loader.transform
+                root,
+                args.batch_size,
+                shuffle=True,
+                device=device,
+                num_threads=max(1, args.workers),
+                transform=any_loader.transform,
             )
             pipelines["dali"] = lambda: _epoch(dali, device)
         except ImportError as error:
@@ -275,7 +282,9 @@ def run_set(
                 item.extra["fraction_of_ceiling"] = item.images_per_sec / rates[ceiling]
             stats = loader.stats
             item.extra["stats_last_epoch"] = {
-                key: getattr(stats, key) for key in ("wait_seconds", "decode_seconds", "augment_seconds", "epoch_seconds") if hasattr(stats, key)
+                key: getattr(stats, key)
+                for key in ("wait_seconds", "decode_seconds", "augment_seconds", "epoch_seconds")
+                if hasattr(stats, key)
             }
     details = {
         "image_size": size,
