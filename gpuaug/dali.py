@@ -20,14 +20,22 @@ Which parts run where (the pipeline is built from the gpuaug ``Compose`` you pas
   the first transform DALI has no equivalent for (``RandomGrayscale``, HSV ``ColorJitter`` with
   ``native_color=False``, ...), then the dtype and memory format.
 
-Bad files: DALI stops its whole pipeline at the first image it cannot read or decode. With
-``on_error="raise"`` that becomes a ``gpuaug.DecodeError`` naming the file (DALI names it for
-unreadable, truncated and header-only files; otherwise the loader finds it by decoding the
-data set's files on the CPU). ``on_error="skip"`` scans every file's structure when the loader
-is built (signature, header, a JPEG's end marker, formats DALI cannot decode such as GIF) and
-leaves out those that fail, counted in ``stats.skipped``; a file that passes that scan but holds
-corrupt image data (e.g. garbled Huffman tables) still stops the epoch with ``DecodeError``:
-``"skip"`` cannot promise more with DALI.
+Bad files follow ``GPULoader``'s policy. When the loader is built it checks every file once, as
+``GPULoader``'s workers do (``check_files=True``, in ``num_threads`` threads): a regular file
+(a FIFO or a device named ``x.jpg`` would block DALI's reader), at most 1 GiB, a readable header
+of a format DALI decodes (not GIF), at most ``max_image_pixels`` pixels (DALI would decode a
+20000x20000 PNG into 1.2 GB), a JPEG with its end marker and no marker libjpeg-turbo refuses
+(random bytes written into the compressed data, garbled Huffman tables: DALI's CPU decoder falls
+back to another codec and returns an image). ``on_error="raise"`` raises a ``gpuaug.DecodeError``
+naming the first such file when the loader is built; ``on_error="skip"`` leaves them out, counted
+in ``stats.skipped`` with one warning listing them. A file DALI still fails on stops the epoch with
+a ``DecodeError`` naming it (DALI names it, or a CPU decode of the data set finds it).
+
+What no loader detects: corrupt compressed data holding no invalid marker (a flipped bit, random
+bytes without an ``FF xx`` marker code) decodes to wrong pixels on every decoder: libjpeg-turbo
+only warns ("Corrupt JPEG data"), and nvJPEG and the hardware JPEG engines on CUDA check less
+still, so DALI's ``"mixed"`` decoder (like ``GPULoader``'s nvJPEG path) decodes such files
+silently. Only a comparison with a known checksum of each file would catch them.
 
 Example:
     >>> from gpuaug.dali import DALILoader                                          # doctest: +SKIP
@@ -39,9 +47,11 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 import time
 import warnings
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -55,10 +65,10 @@ except ImportError as error:  # pragma: no cover - exercised by hiding the modul
     raise ImportError('gpuaug.dali needs NVIDIA DALI: pip install -e ".[dali]" (it installs nvidia-dali-cuda130)') from error
 
 from gpuaug import transforms as T
-from gpuaug.decode import DecodeError, decode_cpu, read_header
+from gpuaug.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_cpu, read_header
 from gpuaug.loader import LoaderStats, as_compose, check_loader_arguments, resolve_device
 from gpuaug.seeding import mix_seed as _mix
-from gpuaug.sources import FileList, ImageFolder, is_file_list, read_bytes
+from gpuaug.sources import DEFAULT_MAX_BYTES, FileList, ImageFolder, is_file_list, read_bytes
 
 __all__ = ["DALILoader"]
 
@@ -77,17 +87,31 @@ def _centre_anchor(size, crop: int):
     return larger_mask * larger + (1.0 - larger_mask) * dmath.ceil(half)
 
 
-def _structure_problem(path: str, exif_orientation: bool) -> str | None:
-    """Why DALI would fail on ``path`` judging by its structure (None if it looks decodable)."""
+def _structure_problem(path: str, exif_orientation: bool, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> str | None:
+    """Why DALI would fail on ``path`` (or decode it where GPULoader refuses it), judging by its
+    type, size, header and JPEG markers without decoding; None if it looks decodable."""
     try:
         data = read_bytes(path)
-        header = read_header(data, path, exif_orientation)
+        header = read_header(data, path, exif_orientation, max_pixels=max_pixels)
     except DecodeError as error:
         return error.reason
     if header.format not in _DALI_FORMATS:
         return f"{(header.format or 'this format').upper()} is not decoded by DALI"
     if not header.complete:
         return "truncated JPEG (no end-of-image marker)"
+    return None
+
+
+def _file_type_problem(path: str) -> str | None:
+    """A non-regular file (FIFO, device, folder) or one over the size cap, from ``os.stat`` alone."""
+    try:
+        mode = os.stat(path)
+    except OSError as error:
+        return f"cannot read the file ({error.strerror or error})"
+    if not stat.S_ISREG(mode.st_mode):
+        return "not a regular file"
+    if mode.st_size > DEFAULT_MAX_BYTES:
+        return f"the file has {mode.st_size:,} bytes, more than max_bytes={DEFAULT_MAX_BYTES:,}"
     return None
 
 
@@ -108,10 +132,16 @@ class DALILoader:
         seed: the pipeline's seed (default: drawn from torch's RNG); equal across ranks.
         shard_id, num_shards: disjoint shards covering the data set (for torchrun).
         prefetch_queue_depth: DALI's prefetch depth.
-        on_error: ``"raise"`` or ``"skip"`` (with the limits in the module docstring).
+        on_error: ``"raise"`` (a ``DecodeError`` naming the file) or ``"skip"`` (leave it out); see
+            the module docstring for what is checked and what cannot be.
         native_color: translate ``ColorJitter`` to ``fn.color_twist`` (DALI's formulas) or run
             gpuaug's on the batch (torchvision's formulas).
         exif_orientation: apply EXIF orientation (default False, like ``GPULoader``).
+        max_image_pixels: refuse images with more pixels than this (default
+            ``gpuaug.decode.DEFAULT_MAX_PIXELS``, PIL's own bomb limit; None: no limit).
+        check_files: read every file once when the loader is built, as ``GPULoader``'s workers
+            do (ImageNet-1k: ~1.3 M reads and ~30 us of marker checks per JPEG); ``False`` checks
+            only each file's type and size, and DALI's own checks apply (see the module docstring).
 
     Yields:
         ``(images [B, 3, h, w] in dtype on device, labels int64 [B] on device)``.
@@ -136,8 +166,12 @@ class DALILoader:
         on_error: str = "raise",
         native_color: bool = True,
         exif_orientation: bool = False,
+        max_image_pixels: int | None = DEFAULT_MAX_PIXELS,
+        check_files: bool = True,
     ) -> None:
         check_loader_arguments(batch_size, on_error, dtype)
+        if max_image_pixels is not None and (not isinstance(max_image_pixels, int) or max_image_pixels < 1):
+            raise ValueError(f"max_image_pixels must be a positive int or None, got {max_image_pixels!r}")
         if not (isinstance(num_shards, int) and num_shards >= 1 and isinstance(shard_id, int) and 0 <= shard_id < num_shards):
             raise ValueError(f"shard_id must be in [0, num_shards), got shard_id={shard_id!r}, num_shards={num_shards!r}")
         self.device = resolve_device(device)
@@ -149,6 +183,7 @@ class DALILoader:
         self.prefetch_queue_depth = prefetch_queue_depth
         self.seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())  # host RNG
         self.exif_orientation = exif_orientation
+        self.max_image_pixels = max_image_pixels
         self.stats = LoaderStats()
         self._epoch = 0
 
@@ -158,15 +193,22 @@ class DALILoader:
 
         self._excluded: list[tuple[str, str]] = []
         samples = list(self.source.samples)
-        if on_error == "skip":
-            kept = []
-            for path, label in samples:
-                problem = _structure_problem(path, exif_orientation)
-                if problem is None:
-                    kept.append((path, label))
-                else:
-                    self._excluded.append((path, problem))
-            samples = kept
+        if check_files:
+            with ThreadPoolExecutor(self.num_threads) as pool:  # file reads overlap; the order is kept
+                problems = list(
+                    pool.map(lambda sample: _structure_problem(sample[0], exif_orientation, max_image_pixels), samples)
+                )
+        else:
+            problems = [_file_type_problem(path) for path, _ in samples]
+        kept = []
+        for (path, label), problem in zip(samples, problems):
+            if problem is None:
+                kept.append((path, label))
+            elif on_error == "raise":
+                raise DecodeError(path, problem)
+            else:
+                self._excluded.append((path, problem))
+        samples = kept
         if not samples:
             raise ValueError("DALILoader has no decodable files to read")
         self._files = [path for path, _ in samples]
@@ -416,12 +458,12 @@ class DALILoader:
         match = _PATH_IN_ERROR.search(message)
         if match and Path(match.group(1).strip()).exists():
             path = match.group(1).strip()
-            return DecodeError(path, _structure_problem(path, self.exif_orientation) or dali_reason)
+            return DecodeError(path, _structure_problem(path, self.exif_orientation, self.max_image_pixels) or dali_reason)
         for path in self._files:  # DALI did not say which file: find it on the CPU
-            problem = _structure_problem(path, self.exif_orientation)
+            problem = _structure_problem(path, self.exif_orientation, self.max_image_pixels)
             if problem is None:
                 try:
-                    decode_cpu(read_bytes(path), path)
+                    decode_cpu(read_bytes(path), path, max_pixels=self.max_image_pixels)
                 except DecodeError as decode_error:
                     problem = decode_error.reason
             if problem is not None:

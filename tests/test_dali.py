@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import builtins
 import importlib
+import io
+import os
+import struct
 import sys
 import warnings
+import zlib
 
 import numpy as np
 import pytest
@@ -185,21 +189,81 @@ def test_bad_file_raises_decode_error_naming_it(corpus, bad, name):
     assert caught.value.path == str(bad[name]) and str(bad[name]) in str(caught.value)
 
 
-def test_skip_drops_what_the_scan_finds_and_garbled_data_still_raises(corpus, bad):
+def test_skip_drops_every_bad_file_garbled_data_included(corpus, bad):
     good = [(str(path), 0) for path, _ in ga.ImageFolder(corpus).samples[:5]]
-    structural = [(str(bad[name]), 1) for name in ("empty", "text", "html", "truncated", "header_only")]
-    loader = DALILoader(good + structural, batch_size=3, transform=ga.Compose(TRAIN), device="cpu", on_error="skip")
+    broken = [(str(bad[name]), 1) for name in ("empty", "text", "html", "truncated", "header_only", "garbled")]
+    loader = DALILoader(good + broken, batch_size=3, transform=ga.Compose(TRAIN), device="cpu", on_error="skip")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         images, labels = epoch(loader)
     assert labels.tolist() == [0] * 5 and torch.isfinite(images).all()
-    assert loader.stats.skipped == 5 and set(loader.stats.skipped_paths) == {path for path, _ in structural}
-    assert len([w for w in caught if "skipped 5" in str(w.message)]) == 1
-    garbled = DALILoader(
-        good + [(str(bad["garbled"]), 1)], batch_size=3, transform=ga.Compose(TRAIN), device="cpu", on_error="skip"
-    )
-    with pytest.raises(ga.DecodeError, match="garbled.jpg"):
-        list(garbled)
+    assert loader.stats.skipped == 6 and set(loader.stats.skipped_paths) == {path for path, _ in broken}
+    assert len([w for w in caught if "skipped 6" in str(w.message)]) == 1
+
+
+def _garbled_mid_file(folder) -> str:
+    """Random bytes written into a JPEG's compressed data: libjpeg-turbo refuses it ("Unsupported
+    marker type 0x40"), DALI's CPU decoder falls back to another codec and returns an image."""
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(3).integers(0, 256, (120, 160, 3), dtype=np.uint8)).save(buffer, "JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    middle = len(jpeg) // 2
+    path = folder / "garbled.jpg"
+    path.write_bytes(jpeg[:middle] + bytes([0x5A, 0xFF, 0x40, 0x13, 0xC7]) + jpeg[middle + 5 :])
+    return str(path)
+
+
+def _bomb_png(folder) -> str:
+    """A PNG whose header says 20000x20000 (DALI would decode 1.2 GB)."""
+    header = struct.pack(">IIBBBBB", 20_000, 20_000, 8, 2, 0, 0, 0)
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    path = folder / "bomb.png"
+    rows = zlib.compress(bytes(60_001 * 2))
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", rows) + chunk(b"IEND", b""))
+    return str(path)
+
+
+@pytest.mark.parametrize("kind", ["garbled", "bomb", "fifo"])
+def test_garbled_bomb_and_fifo_follow_gpuloaders_policy(corpus, tmp_path, kind):
+    """Issue 12 rows 5 and 16: each raises naming the file, or is skipped; the FIFO never blocks."""
+    if kind == "fifo":
+        if not hasattr(os, "mkfifo"):
+            pytest.skip("no FIFOs here")
+        path = str(tmp_path / "x.jpg")
+        os.mkfifo(path)
+    else:
+        path = _garbled_mid_file(tmp_path) if kind == "garbled" else _bomb_png(tmp_path)
+    good = [(str(path), 0) for path, _ in ga.ImageFolder(corpus).samples[:3]]
+    files = good + [(path, 1)]
+    transform = ga.Compose([ga.CenterCrop(16)])
+    reason = {"garbled": "unknown marker 0xFF40", "bomb": "exceeds the limit", "fifo": "not a regular file"}[kind]
+    with pytest.raises(ga.DecodeError, match=reason) as caught:
+        list(DALILoader(files, batch_size=2, transform=transform, device="cpu"))
+    assert caught.value.path == path
+    loader = DALILoader(files, batch_size=2, transform=transform, device="cpu", on_error="skip")
+    with pytest.warns(UserWarning, match="skipped 1 file"):
+        _, labels = epoch(loader)
+    assert labels.tolist() == [0, 0, 0] and loader.stats.skipped_paths == [path]
+    if kind == "fifo":  # even without reading the files, a stat refuses it
+        with pytest.raises(ga.DecodeError, match="not a regular file"):
+            DALILoader(files, batch_size=2, transform=transform, device="cpu", check_files=False)
+
+
+def test_max_image_pixels(corpus):
+    files = [(str(path), 0) for path, _ in ga.ImageFolder(corpus).samples[:4]]
+    sizes = [Image.open(path).size for path, _ in files]
+    limit = min(width * height for width, height in sizes)  # the smallest image passes, the others not
+    transform = ga.Compose([ga.CenterCrop(16)])
+    loader = DALILoader(files, batch_size=2, transform=transform, device="cpu", on_error="skip", max_image_pixels=limit)
+    with pytest.warns(UserWarning, match="exceeds the limit"):
+        _, labels = epoch(loader)
+    too_large = sum(width * height > limit for width, height in sizes)
+    assert too_large >= 1 and loader.stats.skipped == too_large and len(labels) == 4 - too_large
+    with pytest.raises(ValueError, match="max_image_pixels"):
+        DALILoader(files, batch_size=2, max_image_pixels=0)
 
 
 def test_bad_arguments(corpus):
