@@ -11,6 +11,7 @@ Example:
 from gpuaug import functional, transforms
 from gpuaug.convert import from_torchvision
 from gpuaug.decode import DecodeError
+from gpuaug.kornia_ops import KorniaTransform, from_kornia, is_kornia
 from gpuaug.loader import GPULoader, LoaderStats
 from gpuaug.sources import FileList, ImageFolder
 from gpuaug.transforms import *  # noqa: F403 - the public transforms, listed in transforms.__all__
@@ -23,9 +24,12 @@ __all__ = [
     "FileList",
     "GPULoader",
     "ImageFolder",
+    "KorniaTransform",
     "LoaderStats",
+    "from_kornia",
     "from_torchvision",
     "functional",
+    "is_kornia",
     "transforms",
     "__version__",
 ]

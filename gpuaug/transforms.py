@@ -685,6 +685,9 @@ class Compose(Transform):
     def __init__(self, transforms: Sequence[Transform], fuse: bool = True) -> None:
         if isinstance(transforms, Transform) or not isinstance(transforms, Sequence):
             raise ValueError("transforms must be a list of gpuaug transforms")
+        from gpuaug.kornia_ops import as_transform  # Kornia modules stand in a Compose (a cycle at import time)
+
+        transforms = [as_transform(t) for t in transforms]
         bad = [type(t).__name__ for t in transforms if not isinstance(t, Transform)]
         if bad:
             raise ValueError(
