@@ -290,8 +290,9 @@ class DeviceStage:
 
     # -- augment -----------------------------------------------------------------------------------
     def _augment(self, batch: list[torch.Tensor], params: T.Params | None) -> torch.Tensor | list[torch.Tensor]:
-        if params is None:  # the worker draws parameters for every batch that can become one size
-            _check_one_size(batch)
+        if params is None or not self.pipeline.accepts_list:
+            _check_one_size(batch)  # the worker draws parameters for every batch that can become one size
+            return self.pipeline.apply(torch.stack(batch), params or {})
         return self.pipeline.apply(batch, params)
 
     def _finish(self, images: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:

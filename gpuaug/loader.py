@@ -126,7 +126,8 @@ def _worker_exit_error(iterator: Any, error: BaseException, wait: float) -> Runt
     workers = list(getattr(iterator, "_workers", []) or [])
     deadline = time.monotonic() + wait
     while True:
-        dead = [(number, worker) for number, worker in enumerate(workers) if worker.exitcode is not None]
+        # a worker that failed first; the others may since have been stopped with exit code 0
+        dead = [(number, worker) for number, worker in enumerate(workers) if worker.exitcode not in (None, 0)]
         if dead or time.monotonic() >= deadline:
             break
         time.sleep(0.02)
@@ -144,6 +145,12 @@ def _worker_exit_error(iterator: Any, error: BaseException, wait: float) -> Runt
 _DEATH_SIGNS = (ConnectionError, EOFError, BrokenPipeError, FileNotFoundError)
 
 
+def _torch_says_worker_died(error: BaseException) -> bool:
+    """torch's own words for a dead worker (from its SIGCHLD handler or its result queue)."""
+    text = str(error)
+    return "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text)
+
+
 class _HostBatches:
     """The DataLoader iterator's batches, with a dead worker reported as one clear error."""
 
@@ -157,7 +164,7 @@ class _HostBatches:
             except StopIteration:
                 return
             except Exception as error:
-                died = isinstance(error, _DEATH_SIGNS) or "exited unexpectedly" in str(error)
+                died = isinstance(error, _DEATH_SIGNS) or _torch_says_worker_died(error)
                 explained = _worker_exit_error(self.iterator, error, wait=10.0 if died else 0.0)
                 if explained is not None:
                     raise explained from error
@@ -352,7 +359,6 @@ class GPULoader:
             **options,
         )
         self._stream = torch.cuda.Stream(self.device) if cuda else None
-        self._producer: Producer | None = None
 
     # -- construction helpers --------------------------------------------------------------------
     def _choose_decoder(self, decode: str, files: bool) -> tuple[str, Any]:
@@ -433,7 +439,8 @@ class GPULoader:
             self._pipeline, self.device, self._decoder, self.dtype, self.channels_last, self._skip, self.exif_orientation
         )
         started = time.perf_counter()
-        host_iterator = iter(self._host_loader)
+        pin = self.pin_memory and self.device.type == "cpu" and torch.cuda.is_available()
+        host_iterator, producer = None, None
 
         def stop_workers() -> None:
             if not (self.persistent_workers and self.num_workers > 0):
@@ -441,26 +448,24 @@ class GPULoader:
                 if shutdown is not None:
                     shutdown()
 
-        producer = Producer(
-            iter(_HostBatches(host_iterator)),
-            stage,
-            depth=self.prefetch_factor or 2,
-            on_stop=stop_workers,
-            stream=self._stream,
-        )
-        self._producer = producer
-        pin = self.pin_memory and self.device.type == "cpu" and torch.cuda.is_available()
-        batches = iter(producer)
         try:
+            host_iterator = iter(self._host_loader)
+            producer = Producer(
+                iter(_HostBatches(host_iterator)),
+                stage,
+                depth=self.prefetch_factor or 2,
+                on_stop=stop_workers,
+                stream=self._stream,
+            )
+            batches = iter(producer)
             while True:
                 waited = time.perf_counter()
                 try:
                     images, labels, event = next(batches)
                 except StopIteration:
                     break
-                except RuntimeError as error:  # torch's SIGCHLD handler raises here when a worker dies
-                    died = "exited unexpectedly" in str(error)
-                    explained = _worker_exit_error(host_iterator, error, wait=1.0) if died else None
+                except RuntimeError as error:  # torch's SIGCHLD handler may raise here when a worker dies
+                    explained = _worker_exit_error(host_iterator, error, wait=1.0) if _torch_says_worker_died(error) else None
                     if explained is not None:
                         raise explained from error
                     raise
@@ -473,8 +478,10 @@ class GPULoader:
                 stats.epoch_seconds = time.perf_counter() - started
                 yield images, labels
         finally:
-            producer.close()
-            self._producer = None
+            if producer is not None:
+                producer.close()
+            else:
+                stop_workers()
         decode_seconds, augment_seconds = stage.read_timers()
         stats.decode_seconds += decode_seconds
         stats.augment_seconds += augment_seconds

@@ -1,0 +1,342 @@
+"""The producer thread and the device stage (issue 9), the DataLoader signature and worker faults
+(issue 12 #3-#6, #17), on the CPU: the same code that runs on CUDA, with CPU tensors."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import multiprocessing
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
+
+import gpuaug as ga
+from gpuaug import device_stage
+from gpuaug import loader as loader_module
+from gpuaug.device_stage import Producer
+from tests.corpus import TRAIN, epoch
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def files(corpus) -> list[tuple[str, int]]:
+    return [(str(path), index) for index, path in enumerate(sorted(corpus.rglob("*.jpg")))]
+
+
+def _run(files, **options):
+    loader = ga.GPULoader(
+        files, batch_size=5, shuffle=True, transform=ga.Compose(TRAIN), generator=torch.Generator().manual_seed(1), **options
+    )
+    return epoch(loader)
+
+
+def _producer_threads() -> list[threading.Thread]:
+    return [thread for thread in threading.enumerate() if thread.name == "gpuaug-producer"]
+
+
+def _shm_entries() -> set[str]:
+    return set(os.listdir("/dev/shm")) if os.path.isdir("/dev/shm") else set()
+
+
+# ----------------------------------------------------------------------------------------------
+# The device stage in its thread gives the batches of the unthreaded worker path
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("reduced_decode", [False, True])
+def test_device_stage_equals_worker_path(files, reduced_decode):
+    reference = _run(files, reduced_decode=reduced_decode)  # the workers run everything, no thread work
+    threaded = _run(files, reduced_decode=reduced_decode, augment_in="device")
+    with_workers = _run(files, reduced_decode=reduced_decode, augment_in="device", num_workers=2)
+    assert torch.equal(reference[1], threaded[1]) and torch.equal(reference[1], with_workers[1])
+    assert torch.equal(reference[0], threaded[0]) and torch.equal(reference[0], with_workers[0])
+
+
+def test_nvimgcodec_cpu_backend_through_the_loader(files):
+    pytest.importorskip("nvidia.nvimgcodec")
+    pytest.importorskip("gpuaug.nvdecode")
+    reference = _run(files, reduced_decode=False)
+    decoded = _run(files, decode="nvimgcodec")
+    assert torch.equal(reference[1], decoded[1])
+    # the same crops and draws; only the JPEG decoders' rounding differs
+    assert (reference[0] - decoded[0]).abs().mean() * 255 < 1.0
+
+
+def test_same_batches_whatever_workers_and_persistence_over_epochs(files):
+    def two_epochs(**options):
+        loader = ga.GPULoader(
+            files, batch_size=4, shuffle=True, transform=ga.Compose(TRAIN), generator=torch.Generator().manual_seed(5), **options
+        )
+        return [epoch(loader) for _ in range(2)]
+
+    reference = two_epochs()
+    for options in ({"num_workers": 2}, {"num_workers": 2, "persistent_workers": True}, {"augment_in": "device"}):
+        for (images, labels), (expected_images, expected_labels) in zip(two_epochs(**options), reference):
+            assert torch.equal(labels, expected_labels), options
+            assert torch.equal(images, expected_images), options
+    assert not torch.equal(reference[0][1], reference[1][1])  # epochs still reshuffle
+
+
+# ----------------------------------------------------------------------------------------------
+# Errors and shutdown
+# ----------------------------------------------------------------------------------------------
+class _Boom(RuntimeError):
+    pass
+
+
+def test_producer_error_reaches_the_consumer_with_type_and_message():
+    def work(item, number):
+        if number == 2:
+            raise _Boom(f"item {item} failed")
+        return item
+
+    seen = []
+    with pytest.raises(_Boom, match="item c failed"):
+        for item in Producer(iter("abcd"), work, depth=1):
+            seen.append(item)
+    assert seen == ["a", "b"]
+    assert not _producer_threads()
+
+
+def test_decode_error_in_the_device_stage_names_the_file(files, bad):
+    broken = files[:3] + [(str(bad["truncated"]), 0)]
+    with pytest.raises(ga.DecodeError) as caught:
+        list(ga.GPULoader(broken, batch_size=2, transform=ga.Compose(TRAIN), augment_in="device"))
+    assert caught.value.path == broken[-1][0] and broken[-1][0] in str(caught.value)
+    assert not _producer_threads()
+
+
+@pytest.mark.parametrize("how", ["break", "del", "exception", "end"])
+def test_stopping_leaves_no_thread_process_or_shared_memory(files, how):
+    shm_before = _shm_entries()
+    loader = ga.GPULoader(files, batch_size=2, num_workers=2, transform=ga.Compose(TRAIN), augment_in="device", prefetch_factor=1)
+    if how == "break":
+        for _ in loader:
+            break
+    elif how == "del":
+        iterator = iter(loader)
+        next(iterator)
+        del iterator
+    elif how == "exception":
+        with pytest.raises(KeyboardInterrupt):
+            for _ in loader:
+                raise KeyboardInterrupt
+    else:
+        list(loader)
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while (_producer_threads() or multiprocessing.active_children()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _producer_threads()
+    assert not multiprocessing.active_children()
+    assert _shm_entries() <= shm_before
+
+
+class _Slow(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int):
+        time.sleep(0.5)
+        return torch.zeros(3, 8, 8, dtype=torch.uint8), index
+
+
+def test_keyboard_interrupt_while_waiting_stops_cleanly():
+    loader = ga.GPULoader(_Slow(), batch_size=4, num_workers=1)
+    iterator = iter(loader)
+    timer = threading.Timer(0.3, os.kill, (os.getpid(), signal.SIGINT))
+    timer.start()
+    with pytest.raises(KeyboardInterrupt):
+        next(iterator)  # waits >= 2 s for the first batch: the interrupt lands while it waits
+    iterator.close()
+    deadline = time.monotonic() + 10
+    while (_producer_threads() or multiprocessing.active_children()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _producer_threads() and not multiprocessing.active_children()
+
+
+# ----------------------------------------------------------------------------------------------
+# The handover waits on its own batch's event
+# ----------------------------------------------------------------------------------------------
+def test_each_batch_is_handed_over_with_its_own_event(files, monkeypatch):
+    """Today's CUDA path waited on the side stream after launching the next batch: step n waited
+    for batch n+1's work too. Each batch must come with the event recorded after its own work."""
+    made, waited = [], []
+    real_stage = device_stage.DeviceStage.__call__
+
+    def tagged(self, host, number):
+        images, labels, _ = real_stage(self, host, number)
+        token = ("event of batch", number, tuple(labels.tolist()))
+        made.append(token)
+        return images, labels, token
+
+    monkeypatch.setattr(device_stage.DeviceStage, "__call__", tagged)
+    monkeypatch.setattr(loader_module, "hand_over", lambda images, labels, event: waited.append((event, tuple(labels.tolist()))))
+    loader = ga.GPULoader(files, batch_size=3, transform=ga.Compose(TRAIN), augment_in="device", prefetch_factor=3)
+    delivered = [tuple(labels.tolist()) for _, labels in loader]
+    assert [labels for _, labels in waited] == delivered
+    assert [event for event, _ in waited] == made
+    assert all(event[2] == labels for event, labels in waited)  # the event belongs to the batch it releases
+
+
+def test_hand_over_waits_on_the_event_not_the_stream(monkeypatch):
+    calls = []
+
+    class Stream:
+        def wait_event(self, event):
+            calls.append(("wait_event", event))
+
+        def wait_stream(self, stream):  # pragma: no cover - must not be called
+            calls.append(("wait_stream", stream))
+
+    class Tensor:
+        device = torch.device("cpu")
+
+        def record_stream(self, stream):
+            calls.append(("record_stream", self))
+
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
+    images, labels = Tensor(), Tensor()
+    device_stage.hand_over(images, labels, "event 7")
+    assert calls == [("wait_event", "event 7"), ("record_stream", images), ("record_stream", labels)]
+
+
+# ----------------------------------------------------------------------------------------------
+# DataLoader's whole signature (issue 12 #6), timeouts (#5), mixed dtypes (#4)
+# ----------------------------------------------------------------------------------------------
+def test_signature_is_dataloaders():
+    ours = list(inspect.signature(ga.GPULoader).parameters.values())
+    theirs = list(inspect.signature(DataLoader).parameters.values())
+    positional = [p.name for p in theirs if p.kind == p.POSITIONAL_OR_KEYWORD]
+    assert [p.name for p in ours[: len(positional)]] == positional
+    assert {p.name for p in theirs} <= {p.name for p in ours}
+
+
+def test_collate_fn_says_why_it_cannot_apply(files):
+    with pytest.raises(ValueError, match="collate_fn.*assembles each batch"):
+        ga.GPULoader(files, batch_size=2, collate_fn=lambda batch: batch)
+
+
+def test_dataloader_arguments_are_honoured(files, tmp_path):
+    batch_sampler = BatchSampler(SequentialSampler(range(len(files))), batch_size=3, drop_last=True)
+    loader = ga.GPULoader(
+        files,
+        batch_sampler=batch_sampler,
+        num_workers=1,
+        worker_init_fn=lambda worker: (tmp_path / f"worker{worker}").write_text("started"),
+        multiprocessing_context="fork",
+        timeout=30,
+        pin_memory=True,
+        transform=ga.Compose([ga.CenterCrop(16)]),
+    )
+    labels = [batch_labels.tolist() for _, batch_labels in loader]
+    assert labels == [batch.tolist() for batch in DataLoader(range(len(files)), batch_sampler=batch_sampler)]
+    assert (tmp_path / "worker0").read_text() == "started"
+    assert loader._host_loader.timeout == 30
+    with pytest.raises(ValueError, match="mutually exclusive"):
+        ga.GPULoader(files, batch_size=4, batch_sampler=batch_sampler)
+
+
+class _Hanging(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int):
+        time.sleep(60)
+
+
+def test_timeout_turns_a_hanging_worker_into_an_error():
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="timed out"):
+        list(ga.GPULoader(_Hanging(), batch_size=2, num_workers=1, timeout=1))
+    assert time.monotonic() - started < 30
+    assert not _producer_threads()
+
+
+class _Mixed(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 2
+
+    def __getitem__(self, index: int):
+        if index == 0:
+            return torch.full((3, 4, 4), 128, dtype=torch.uint8), 0
+        return torch.full((3, 4, 4), 0.25), 1
+
+
+@pytest.mark.parametrize("augment_in", ["workers", "device"])
+def test_items_of_mixed_dtypes_convert_by_their_own_dtype(augment_in):
+    images, labels = next(iter(ga.GPULoader(_Mixed(), batch_size=2, augment_in=augment_in)))
+    assert labels.tolist() == [0, 1]
+    assert torch.allclose(images[0], torch.full((3, 4, 4), 128 / 255)) and torch.allclose(images[1], torch.full((3, 4, 4), 0.25))
+
+
+def test_fixed_size_resize_alone_makes_a_batch(files):
+    transform = ga.Compose([ga.Resize((24, 20))])
+    for augment_in in ("workers", "device"):
+        images, _ = next(iter(ga.GPULoader(files, batch_size=4, transform=transform, augment_in=augment_in)))
+        assert images.shape == (4, 3, 24, 20) and images.dtype == torch.float32
+
+
+# ----------------------------------------------------------------------------------------------
+# A worker that dies (issue 12 #3): one clear error naming the worker and its exit code
+# ----------------------------------------------------------------------------------------------
+_DYING = textwrap.dedent(
+    """
+    import os, signal, sys, torch, gpuaug as ga
+
+    how = sys.argv[1]
+
+    class Dying(torch.utils.data.Dataset):
+        def __len__(self):
+            return 64
+        def __getitem__(self, index):
+            if index == 20:
+                if how == "exit":
+                    os._exit(3)
+                os.kill(os.getpid(), getattr(signal, how))
+            return torch.zeros(3, 8, 8, dtype=torch.uint8), 0
+
+    try:
+        for _ in ga.GPULoader(Dying(), batch_size=4, num_workers=2, augment_in=sys.argv[2]):
+            pass
+    except RuntimeError as error:
+        print("RAISED", error)
+    """
+)
+
+
+def _die(how: str, augment_in: str = "workers") -> str:
+    result = subprocess.run(
+        [sys.executable, "-c", _DYING, how, augment_in], capture_output=True, text=True, timeout=120, cwd=ROOT
+    )
+    return result.stdout + result.stderr
+
+
+@pytest.mark.parametrize(
+    ("how", "expected"), [("SIGKILL", "killed by SIGKILL"), ("exit", "exit code 3"), ("SIGSEGV", "killed by SIGSEGV")]
+)
+def test_dead_worker_raises_naming_worker_and_exit_code(how, expected):
+    output = _die(how)
+    assert "RAISED DataLoader worker" in output and expected in output, output
+
+
+@pytest.mark.slow
+def test_dead_worker_error_under_load_every_time():
+    """Ten runs with two busy CPU loops beside them: the error is the same every time."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(2)]
+    try:
+        outputs = [_die("SIGKILL", "device" if run % 2 else "workers") for run in range(10)]
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    failures = [output for output in outputs if "RAISED DataLoader worker" not in output or "SIGKILL" not in output]
+    assert not failures, failures[0]
