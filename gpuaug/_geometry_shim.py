@@ -7,9 +7,11 @@ from gpuaug import functional as F
 from gpuaug import transforms as T
 
 
+def _ready(pipeline) -> bool:
+    return all(name in type(pipeline).__dict__ for name in ("first_geometric", "source_regions", "reduction_limit", "rebase"))
+
+
 def _first(pipeline):
-    if hasattr(pipeline, "first_geometric"):
-        return None
     for position, step in enumerate(pipeline.transforms):
         if isinstance(step, (T.RandomResizedCrop, T.Resize, T.CenterCrop)):
             return position, step
@@ -19,7 +21,7 @@ def _first(pipeline):
 
 
 def source_regions(pipeline, params, sizes):
-    if hasattr(pipeline, "source_regions"):
+    if _ready(pipeline):
         return pipeline.source_regions(params, sizes)
     found = _first(pipeline)
     whole = torch.cat([torch.zeros_like(sizes), sizes], dim=1)
@@ -29,7 +31,7 @@ def source_regions(pipeline, params, sizes):
 
 
 def reduction_limit(pipeline, params, sizes):
-    if hasattr(pipeline, "reduction_limit"):
+    if _ready(pipeline):
         return pipeline.reduction_limit(params, sizes)
     found = _first(pipeline)
     out = torch.ones(len(sizes), dtype=torch.float64)
@@ -47,7 +49,7 @@ def reduction_limit(pipeline, params, sizes):
 
 
 def rebase(pipeline, params, regions, decoded_sizes):
-    if hasattr(pipeline, "rebase"):
+    if _ready(pipeline):
         return pipeline.rebase(params, regions, decoded_sizes)
     found = _first(pipeline)
     if found is None or not isinstance(found[1], T.RandomResizedCrop):

@@ -273,7 +273,7 @@ class DeviceStage:
             results = decode_jpegs_cuda(host.encoded, paths, self.device)
             covered = torch.cat([torch.zeros_like(full), full], dim=1)  # nvJPEG decodes whole images
         else:
-            results = self.decoder.decode(host.encoded, paths, regions=wanted)
+            results = self.decoder.decode(host.encoded, paths, regions=wanted, headers=host.headers)
             covered = wanted
         for position, (row, result) in enumerate(zip(host.encoded_rows, results)):
             if isinstance(result, DecodeError):

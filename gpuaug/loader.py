@@ -47,6 +47,7 @@ from gpuaug import transforms as T
 from gpuaug.convert import from_torchvision
 from gpuaug.decode import DecodeError
 from gpuaug.device_stage import DeviceStage, Producer, hand_over
+from gpuaug.kornia_ops import from_kornia, is_kornia
 from gpuaug.seeding import SeededBatches, draw_epoch_seed, mix_seed
 from gpuaug.sources import FileList, is_file_list
 from gpuaug.worker import HostBatch, WorkerSide, collate_host_batch
@@ -102,9 +103,11 @@ def check_loader_arguments(batch_size: Any, on_error: Any, dtype: Any) -> None:
 
 
 def as_compose(transform: Any) -> T.Compose | None:
-    """A gpuaug ``Compose`` from a gpuaug transform or a torchvision pipeline (converted)."""
+    """A gpuaug ``Compose`` from a gpuaug transform, a Kornia pipeline or a torchvision pipeline (converted)."""
     if transform is None:
         return None
+    if is_kornia(transform):
+        return from_kornia(transform)
     if not isinstance(transform, T.Transform):
         try:
             transform = from_torchvision(transform)
@@ -289,6 +292,7 @@ class GPULoader:
         self.timeout = timeout
         self.dtype, self.channels_last, self.on_error = dtype, channels_last, on_error
         self.exif_orientation = exif_orientation
+        self._max_image_pixels = max_image_pixels
         self.stats = LoaderStats()
         self._epoch: int | None = None
         self._iterations = 0
@@ -383,7 +387,8 @@ class GPULoader:
 
             if not nvimgcodec_available():
                 raise ValueError("decode='nvimgcodec' needs nvImageCodec: pip install 'gpuaug[gpu]'")
-            return "nvimgcodec", NvImageCodecDecoder(self.device, exif_orientation=self.exif_orientation)
+            limit = {"max_pixels": self._max_image_pixels} if self._max_image_pixels is not None else {}
+            return "nvimgcodec", NvImageCodecDecoder(self.device, exif_orientation=self.exif_orientation, **limit)
         return decode, ("nvjpeg" if decode == "nvjpeg" else None)
 
     @staticmethod

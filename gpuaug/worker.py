@@ -66,6 +66,7 @@ class HostBatch:
         encoded: the encoded bytes (uint8 ``[N]``) of the rows the device decodes, one per
             ``encoded_rows``.
         orientations: the EXIF orientation of each encoded row (1: as stored).
+        headers: each encoded row's header (read once, in the worker).
         failures: ``(path, reason)`` of samples that could not be read or decoded here.
         decode_seconds, augment_seconds: worker time spent.
     """
@@ -80,6 +81,7 @@ class HostBatch:
     encoded: list[torch.Tensor] = field(default_factory=list)
     encoded_rows: list[int] = field(default_factory=list)
     orientations: list[int] = field(default_factory=list)
+    headers: list[ImageHeader] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     augmented: bool = False
     decode_seconds: float = 0.0
@@ -284,6 +286,7 @@ class WorkerSide(Dataset):
                     batch.encoded.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
                     batch.encoded_rows.append(row)
                     batch.orientations.append(header.orientation if self.exif_orientation else 1)
+                    batch.headers.append(header)
                     continue
                 reduce = self._reduce_factor(header, float(limits[row])) if limits is not None else 1
                 try:
