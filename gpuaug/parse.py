@@ -3,6 +3,8 @@
 The text is parsed with :mod:`ast` and never evaluated: a call must name a gpuaug transform, and
 its arguments must be literals (numbers, strings, tuples, lists, ``True``/``False``/``None``), a
 dtype name (``float32``, ``torch.bfloat16``) or, inside ``Compose([...])``, other transform calls.
+Kornia's augmentation modules are named ``K.Name`` (or ``kornia.augmentation.Name``), with
+literal arguments too: ``RandomResizedCrop(200), K.RandomAffine(30), K.RandomErasing(p=0.5)``.
 
 Hostile text is refused in one line before it can exhaust the parser: at most ``MAX_LENGTH``
 characters (checked before :func:`ast.parse`, so ``'1+' * 20000`` never reaches it), and at most
@@ -25,6 +27,7 @@ from typing import Any
 import torch
 
 from gpuaug import transforms as T
+from gpuaug.kornia_ops import as_transform
 
 __all__ = ["MAX_DEPTH", "MAX_LENGTH", "TransformSyntaxError", "parse_transform"]
 
@@ -75,7 +78,7 @@ def parse_transform(text: str) -> T.Transform:
     node = tree.body
     if isinstance(node, (ast.Tuple, ast.List)):
         return T.Compose([_transform(element) for element in node.elts])
-    return _transform(node)
+    return as_transform(_transform(node))
 
 
 def _depth(tree: ast.AST) -> int:
@@ -106,23 +109,59 @@ def _name(node: ast.expr) -> str | None:
     return None
 
 
-def _transform(node: ast.expr) -> T.Transform:
+def _kornia_class(node: ast.expr) -> type | None:
+    """The class ``K.Name`` / ``kornia.augmentation.Name`` names, if it is one of Kornia's augmentations or containers."""
+    if not isinstance(node, ast.Attribute):
+        return None
+    owner = node.value
+    if isinstance(owner, ast.Attribute) and isinstance(owner.value, ast.Name):
+        owner_name = f"{owner.value.id}.{owner.attr}"
+    else:
+        owner_name = owner.id if isinstance(owner, ast.Name) else None
+    if owner_name not in ("K", "kornia.augmentation"):
+        return None
+    import kornia.augmentation as K
+    from kornia.augmentation.base import _BasicAugmentationBase
+
+    found = getattr(K, node.attr, None) if not node.attr.startswith("_") else None
+    if isinstance(found, type) and issubclass(found, (_BasicAugmentationBase, K.ImageSequential)):
+        return found
+    raise TransformSyntaxError(f"unknown Kornia augmentation {_source(node)!r} (kornia.augmentation has no such module)")
+
+
+def _transform(node: ast.expr) -> Any:
+    """The transform (or, for ``K.Name(...)``, the Kornia module: Compose and parse_transform wrap it) a call builds."""
     if not isinstance(node, ast.Call):
         raise TransformSyntaxError(f"expected a transform call such as RandomHorizontalFlip(), got {_source(node)!r}")
-    name = _name(node.func)
-    if name not in TRANSFORMS:
+    kornia_class = _kornia_class(node.func)
+    name = kornia_class.__name__ if kornia_class is not None else _name(node.func)
+    if kornia_class is None and name not in TRANSFORMS:
         known = ", ".join(sorted(TRANSFORMS))
-        raise TransformSyntaxError(f"unknown transform {_source(node.func)!r}; known: {known}")
+        raise TransformSyntaxError(f"unknown transform {_source(node.func)!r}; known: {known}, and Kornia's as K.Name")
     args = [_argument(arg, name) for arg in node.args]
     kwargs = {}
     for keyword in node.keywords:
         if keyword.arg is None:
             raise TransformSyntaxError(f"{name}: **kwargs are not allowed")
         kwargs[keyword.arg] = _argument(keyword.value, name)
+    if kornia_class is not None:
+        _check_kornia_ints(name, [*args, *kwargs.values()])
+    # Kornia's constructors check with assertions, RuntimeErrors and more; with literal arguments any error is the text's
+    errors = (Exception,) if kornia_class is not None else (TypeError, ValueError, OverflowError)
     try:
-        return TRANSFORMS[name](*args, **kwargs)
-    except (TypeError, ValueError, OverflowError) as error:
+        return (kornia_class or TRANSFORMS[name])(*args, **kwargs)
+    except errors as error:
         raise TransformSyntaxError(f"{name}: {_shorten(' '.join(str(error).split()), 300)}") from None
+
+
+def _check_kornia_ints(name: str, values: list[Any]) -> None:
+    """Integer arguments of a Kornia module (sizes, kernel sizes) within ``MAX_SIZE``: Kornia does not bound them."""
+    while values:
+        value = values.pop()
+        if isinstance(value, (list, tuple)):
+            values.extend(value)
+        elif isinstance(value, int) and not isinstance(value, bool) and abs(value) > T.MAX_SIZE:
+            raise TransformSyntaxError(f"{name}: integer arguments must be at most {T.MAX_SIZE}, got {_shorten(str(value), 40)}")
 
 
 def _argument(node: ast.expr, owner: str) -> Any:

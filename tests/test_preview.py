@@ -186,3 +186,37 @@ def test_grid_bounds_are_checked_before_allocating():
     with pytest.raises(ValueError, match="tiles"):
         grid(photo, ga.RandomHorizontalFlip(), rows=MAX_TILES + 1, cols=1)
 
+
+
+def test_parser_builds_kornia_modules_and_the_preview_runs_them(tmp_path):
+    import kornia.augmentation as K
+
+    pipeline = parse_transform(
+        "RandomResizedCrop(40), K.RandomAffine(degrees=(-20, 20), p=1.0), kornia.augmentation.RandomErasing(p=1.0)"
+    )
+    crop, affine, erasing = pipeline.transforms
+    assert isinstance(affine, ga.KorniaTransform) and isinstance(affine.module, K.RandomAffine)
+    assert affine.module.p == 1.0 and isinstance(erasing.module, K.RandomErasing)
+    nested = parse_transform("K.AugmentationSequential(K.RandomAffine(10), K.RandomErasing())")
+    assert isinstance(nested, ga.KorniaTransform) and len(list(nested.module.children())) == 2
+    picture = grid(load_photo("chelsea"), pipeline, rows=1, cols=3, seed=0)
+    assert picture.size == (3 * 40 + 2 * GAP, 40)
+    assert np.array_equal(np.asarray(picture), np.asarray(grid(load_photo("chelsea"), pipeline, rows=1, cols=3, seed=0)))
+    assert (np.asarray(picture) == 0).all(axis=2).any()  # RandomErasing(p=1) blacked out a patch
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("K.Nope(1)", "unknown Kornia augmentation 'K.Nope'"),
+        ("K.__class__(1)", "unknown Kornia augmentation"),
+        ("K.RandomAffine(degrees=-5)", "RandomAffine: "),  # Kornia's own check, in one line
+        ("K.RandomResizedCrop(8)", "RandomResizedCrop: "),  # Kornia's TypeError/AssertionError
+        ("K.RandomGaussianBlur((100001, 100001), (0.1, 2.0))", "at most 65535"),
+        ("K.RandomAffine(open('x'))", "unknown transform 'open'"),
+    ],
+)
+def test_parser_refuses_bad_kornia_calls_in_one_line(text, fragment):
+    with pytest.raises(TransformSyntaxError, match=fragment) as caught:
+        parse_transform(text)
+    assert "\n" not in str(caught.value)
