@@ -6,6 +6,8 @@ from __future__ import annotations
 import io
 import os
 import struct
+import subprocess
+import sys
 import threading
 import warnings
 import zlib
@@ -14,6 +16,11 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+try:
+    import resource
+except ImportError:  # not on Windows
+    resource = None
 
 import gpuaug as ga
 from gpuaug.decode import DEFAULT_MAX_PIXELS, DecodeError, _jpeg_problem, decode_cpu, read_header
@@ -136,12 +143,19 @@ def test_a_fifo_named_jpg_is_refused_by_name_without_blocking(tmp_path):
         FileList([(fifo, 0)])[0]
 
 
-@pytest.mark.skipif(not os.path.exists("/dev/zero"), reason="no /dev/zero")
+@pytest.mark.skipif(not os.path.exists("/dev/zero") or resource is None, reason="no /dev/zero or no rlimits")
 def test_a_symlink_to_dev_zero_is_a_decode_error_not_memory_error(tmp_path):
+    """In a child process with 4 GiB of address space, so that reading /dev/zero (the old
+    behaviour) ends in MemoryError there instead of eating this machine's memory."""
     link = tmp_path / "zero.jpg"
     link.symlink_to("/dev/zero")
-    error = _read_in_thread(str(link))
-    assert isinstance(error, DecodeError) and error.path == str(link) and "character device" in error.reason
+    script = (
+        "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
+        "from gpuaug.sources import read_bytes\n"
+        "try:\n    read_bytes(sys.argv[1])\nexcept BaseException as error:\n    print(type(error).__name__, error)\n"
+    )
+    child = subprocess.run([sys.executable, "-c", script, str(link)], capture_output=True, text=True, timeout=120)
+    assert child.stdout.strip() == f"DecodeError cannot decode {link}: not a regular file (a character device)", child.stderr
 
 
 def test_size_cap_and_folders(tmp_path):
