@@ -29,7 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--transform",
         default=DEFAULT_TRANSFORM,
         help='transform text, e.g. "RandomResizedCrop(200, scale=(0.1, 1), ratio=(0.5, 2))"; '
-        "several comma-separated calls make a Compose (default: the d2l flip + colour + shape augmentation)",
+        "several comma-separated calls make a Compose; Kornia's augmentations as K.Name(...), e.g. K.RandomAffine(30) "
+        "(default: the d2l flip + colour + shape augmentation)",
     )
     preview.add_argument("--rows", type=int, default=2, help="grid rows (default 2)")
     preview.add_argument("--cols", type=int, default=4, help="grid columns (default 4)")

@@ -143,7 +143,8 @@ class KorniaTransform(T.Transform):
 
     def apply(self, images: T.Images, params: T.Params) -> Tensor:
         F.check_images(images, f"KorniaTransform({type(self.module).__name__})")
-        seed = int(params["seed"].reshape(-1)[0])  # a CPU tensor: no device sync
+        seeds = params["seed"].reshape(-1)
+        seed = int(seeds[0]) if seeds.numel() else 0  # a CPU tensor: no device sync; an empty batch has no draw
         dtype = images.dtype
         if dtype == torch.uint8:
             floats = images.to(torch.float32).div_(255)  # x / 255, as a Kornia user writes it (bit-equal to it)
