@@ -35,6 +35,7 @@ import torch
 from gpuaug import _geometry_shim as G
 from gpuaug import transforms as T
 from gpuaug.decode import DecodeError, apply_orientation, decode_cpu, decode_jpegs_cuda
+from gpuaug.packed import PackedBatch
 from gpuaug.worker import HostBatch
 
 __all__ = ["DeviceStage", "Producer", "hand_over"]
@@ -242,8 +243,13 @@ class DeviceStage:
         rows = len(host)
         images: list[torch.Tensor | None] = [None] * rows
         regions = torch.zeros(rows, 4, dtype=torch.int64)
+        decoded = host.images
+        if isinstance(decoded, PackedBatch):  # one copy for the batch, then views
+            decoded = decoded.to(self.device, non_blocking=True).unpack()
+        else:
+            decoded = [image.to(self.device, non_blocking=True) for image in decoded or []]
         for position, row in enumerate(host.decoded_rows):
-            images[row] = host.images[position].to(self.device, non_blocking=True)
+            images[row] = decoded[position]
             regions[row] = host.regions[position]
         if host.encoded_rows:
             self._decode_encoded(host, images, regions)

@@ -37,6 +37,7 @@ from torch.utils.data import Dataset
 from gpuaug import _geometry_shim as G
 from gpuaug import transforms as T
 from gpuaug.decode import DecodeError, ImageHeader, decode_cpu, read_header
+from gpuaug.packed import PackedBatch
 from gpuaug.seeding import mix_seed
 from gpuaug.sources import read_bytes
 
@@ -59,7 +60,7 @@ class HostBatch:
         params: the pipeline's parameters for the ``n`` rows, drawn on the CPU in full-image
             coordinates; None once the worker applied them, or when the batch cannot become one size.
         images: ``"augment"``: the finished ``[n, 3, h, w]`` batch; otherwise the images decoded
-            in the worker, one per row of ``decoded_rows``.
+            in the worker, one per row of ``decoded_rows`` (a ``PackedBatch`` when uint8).
         decoded_rows: the rows in ``images`` (all rows in ``"augment"`` mode).
         regions: int64 ``[len(decoded_rows), 4]``: the part of its full image each decoded image
             covers (top, left, height, width).
@@ -75,7 +76,7 @@ class HostBatch:
     paths: list[str]
     sizes: torch.Tensor
     params: T.Params | None = None
-    images: torch.Tensor | list[torch.Tensor] | None = None
+    images: torch.Tensor | PackedBatch | list[torch.Tensor] | None = None
     decoded_rows: list[int] = field(default_factory=list)
     regions: torch.Tensor | None = None
     encoded: list[torch.Tensor] = field(default_factory=list)
@@ -93,7 +94,7 @@ class HostBatch:
     def pin_memory(self, device: Any = None) -> HostBatch:
         """Called by the DataLoader's pin-memory thread: pin what goes to the device."""
         images = self.images
-        if isinstance(images, torch.Tensor):
+        if isinstance(images, (torch.Tensor, PackedBatch)):
             images = images.pin_memory()
         elif images:
             images = [image.pin_memory() for image in images]
@@ -298,7 +299,9 @@ class WorkerSide(Dataset):
                 images.append(_crop(image, region, full))
             rows.append(row)
             kept_regions.append(region)
-        batch.images = _one_dtype(images)
+        images = _one_dtype(images)
+        # one buffer for the whole batch: one shared-memory segment, one pin, one copy to the device
+        batch.images = PackedBatch.from_images(images) if images and images[0].dtype == torch.uint8 else images
         batch.decoded_rows = rows
         batch.regions = torch.stack(kept_regions) if kept_regions else torch.zeros(0, 4, dtype=torch.int64)
         if failed:
