@@ -438,7 +438,7 @@ def _blend(images: Tensor, reference: Tensor | None, factors: Tensor) -> Tensor:
     if reference is not None:
         out.add_(reference * (1.0 - factor))
     out.clamp_(0.0, _max_value(images.dtype))
-    return out if images.is_floating_point() else out.to(images.dtype)
+    return out.to(images.dtype)  # float16/bfloat16 stay so (a float32 factor promoted them)
 
 
 def adjust_brightness(images: Tensor, factors: Tensor) -> Tensor:

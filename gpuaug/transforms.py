@@ -26,6 +26,8 @@ import torch
 from torch import Tensor
 
 from gpuaug import functional as F
+from gpuaug.fusion import FusedOps, combine
+from gpuaug.packed import PackedBatch
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -46,7 +48,7 @@ __all__ = [
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
-Images = Tensor | Sequence[Tensor]
+Images = Tensor | Sequence[Tensor] | PackedBatch
 Params = dict[str, Tensor]
 
 
@@ -63,6 +65,8 @@ class BatchInfo:
 
     @staticmethod
     def of(images: Images) -> BatchInfo:
+        if isinstance(images, PackedBatch):  # sizes from the headers, never read back from the device
+            return BatchInfo(len(images), images.device, images.sizes)
         if isinstance(images, Tensor):
             height, width = images.shape[-2:]
             return BatchInfo(images.shape[0], images.device, ((height, width),) * images.shape[0])
@@ -206,6 +210,11 @@ class Transform:
     """
 
     accepts_list = False
+    fusion: str | None = None
+    """What the transform contributes to a fused pass (one of ``gpuaug.fusion.ROLES``; ``None``: it
+    runs on its own). A transform with a role implements ``contribute``."""
+    fixed_output = False
+    """Whether a geometric transform gives every image the same size, whatever the input sizes."""
 
     def __call__(self, images: Images, params: Params | None = None, generator: torch.Generator | None = None) -> Tensor:
         single = isinstance(images, Tensor) and images.ndim == 3
@@ -234,6 +243,24 @@ class Transform:
         """The batch after this transform (used to sample a Compose's params without pixels)."""
         return info
 
+    def contribute(self, ops: FusedOps, params: Params) -> None:
+        """Describe this transform, with its drawn ``params``, to the fused pass ``ops`` (see ``fusion``)."""
+        raise NotImplementedError(f"{type(self).__name__} has no fused form (fusion={self.fusion!r})")
+
+    # -- what a first geometric op reads (the loader decodes only that) -------------------------
+    def source_region(self, params: Params, sizes: Tensor) -> Tensor:
+        """``[B, 4]`` int64 ``(top, left, height, width)`` of each source image this op reads (all of it by default)."""
+        zeros = torch.zeros_like(sizes[:, 0])
+        return torch.stack([zeros, zeros, sizes[:, 0], sizes[:, 1]], 1)
+
+    def reduction_limit(self, params: Params, sizes: Tensor) -> Tensor:
+        """``[B]`` float64: how much this op downscales each image (1: not at all)."""
+        return torch.ones(sizes.shape[0], dtype=torch.float64, device=sizes.device)
+
+    def rebase(self, params: Params, read: Tensor, regions: Tensor, decoded_sizes: Tensor, mirror: tuple) -> Params:
+        """Params for inputs that are ``regions`` of the full images decoded at ``decoded_sizes`` (unchanged by default)."""
+        return params
+
     def __repr__(self) -> str:
         fields = ", ".join(f"{key}={value!r}" for key, value in self._repr_fields().items())
         return f"{type(self).__name__}({fields})"
@@ -242,17 +269,18 @@ class Transform:
         return {}
 
 
-def _as_batch(images: Tensor | list[Tensor], op: str) -> Tensor:
-    """Stack a list of equal-size images; a ragged result is an error (no fixed batch size)."""
+def _as_batch(images: Tensor | list[Tensor], op: str = "") -> Tensor | list[Tensor]:
+    """Stack a list of equal-size images into one batch; images of different sizes stay a list.
+
+    A ragged result (e.g. ``Resize(int)`` keeps each aspect ratio) has no batch shape: it is
+    returned as a list, as it came in.
+    """
     if isinstance(images, Tensor):
         return images
-    sizes = {tuple(image.shape) for image in images}
-    if len(sizes) != 1:
-        raise ValueError(
-            f"{op} produced images of different sizes {sorted(sizes)[:3]}...; follow it with "
-            "CenterCrop or use RandomResizedCrop / Resize((h, w)) so every image gets one size"
-        )
-    return torch.stack(list(images))
+    images = list(images)
+    if len({tuple(image.shape) for image in images}) != 1:
+        return images
+    return torch.stack(images)
 
 
 def _empty_output(transform: Transform, images: Tensor) -> Tensor:
@@ -289,6 +317,8 @@ class RandomHorizontalFlip(Transform):
     """
 
     accepts_list = True
+    fusion = "flip"
+    axis = "horizontal"
     _kernel = staticmethod(F.hflip)
     _dims = (-1,)
 
@@ -303,6 +333,9 @@ class RandomHorizontalFlip(Transform):
             return self._kernel(images, params["flip"])
         return _list_loop(images, params["flip"], lambda image: image.flip(self._dims))
 
+    def contribute(self, ops: FusedOps, params: Params) -> None:
+        ops.flip(self.axis, params["flip"])
+
     def _repr_fields(self) -> dict[str, Any]:
         return {"p": self.p}
 
@@ -315,6 +348,7 @@ class RandomVerticalFlip(RandomHorizontalFlip):
         tensor([1., 0.])
     """
 
+    axis = "vertical"
     _kernel = staticmethod(F.vflip)
     _dims = (-2,)
 
@@ -346,6 +380,8 @@ class RandomResizedCrop(Transform):
     """
 
     accepts_list = True
+    fusion = "crop"
+    fixed_output = True
     attempts = 10
 
     def __init__(
@@ -400,6 +436,32 @@ class RandomResizedCrop(Transform):
     def output_sizes(self, info: BatchInfo) -> BatchInfo:
         return info.resized([self.size] * info.batch)
 
+    def contribute(self, ops: FusedOps, params: Params) -> None:
+        ops.crop(params["boxes"], self.size, self.antialias)
+
+    def source_region(self, params: Params, sizes: Tensor) -> Tensor:
+        return params["boxes"].to(device=sizes.device, dtype=torch.int64)
+
+    def reduction_limit(self, params: Params, sizes: Tensor) -> Tensor:
+        boxes = params["boxes"].to(device=sizes.device, dtype=torch.float64)
+        return torch.minimum(boxes[:, 2] / self.size[0], boxes[:, 3] / self.size[1])
+
+    def rebase(self, params: Params, read: Tensor, regions: Tensor, decoded_sizes: Tensor, mirror: tuple) -> Params:
+        # ``read``: the boxes as read from the full images (flips before the crop mirrored); into the
+        # region's coordinates, scaled as the decode scaled it (the loader's reduced-decode rule).
+        read, regions, decoded = read.double(), regions.to(read.device).double(), decoded_sizes.to(read.device)
+        scale = decoded.double() / regions[:, 2:]
+        top = torch.floor((read[:, 0] - regions[:, 0]) * scale[:, 0]).clamp(min=0)
+        left = torch.floor((read[:, 1] - regions[:, 1]) * scale[:, 1]).clamp(min=0)
+        height = torch.clamp(torch.minimum(torch.round(read[:, 2] * scale[:, 0]), decoded[:, 0] - top), min=1)
+        width = torch.clamp(torch.minimum(torch.round(read[:, 3] * scale[:, 1]), decoded[:, 1] - left), min=1)
+        hflip, vflip = mirror  # back to the params' convention (the crop mirrors them again)
+        if hflip is not None:
+            left = torch.where(hflip.to(left.device), decoded[:, 1] - left - width, left)
+        if vflip is not None:
+            top = torch.where(vflip.to(top.device), decoded[:, 0] - top - height, top)
+        return {**params, "boxes": torch.stack([top, left, height, width], dim=1).to(torch.int64)}
+
     def _repr_fields(self) -> dict[str, Any]:
         return {"size": self.size, "scale": self.scale, "ratio": self.ratio, "antialias": self.antialias}
 
@@ -421,16 +483,37 @@ class Resize(Transform):
     """
 
     accepts_list = True
+    fusion = "resize"
 
     def __init__(self, size: int | Sequence[int], antialias: bool = True) -> None:
         self.size = _check_size(size)
         self.antialias = bool(antialias)
+
+    @property
+    def fixed_output(self) -> bool:  # (height, width): one size; a shorter side keeps each aspect ratio
+        return len(self.size) == 2
 
     def apply(self, images: Images, params: Params) -> Tensor | list[Tensor]:
         return F.resize(images, self.size, antialias=self.antialias)
 
     def output_sizes(self, info: BatchInfo) -> BatchInfo:
         return info.resized([F.resize_output_size(h, w, self.size) for h, w in info.sizes])
+
+    def contribute(self, ops: FusedOps, params: Params) -> None:
+        ops.resize([F.resize_output_size(h, w, self.size) for h, w in ops.sizes], self.antialias)
+
+    def reduction_limit(self, params: Params, sizes: Tensor) -> Tensor:
+        heights, widths = sizes[:, 0].double(), sizes[:, 1].double()
+        if len(self.size) == 2:
+            resized_h = torch.full_like(heights, float(self.size[0]))
+            resized_w = torch.full_like(widths, float(self.size[1]))
+        else:  # F.resize_output_size, vectorised: the long side int(size * long / short)
+            short, long = torch.minimum(heights, widths), torch.maximum(heights, widths)
+            new_short, new_long = torch.full_like(short, float(self.size[0])), torch.floor(self.size[0] * long / short)
+            portrait = heights > widths
+            resized_h = torch.where(portrait, new_long, new_short)
+            resized_w = torch.where(portrait, new_short, new_long)
+        return torch.minimum(heights / resized_h, widths / resized_w)
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"size": self.size if len(self.size) == 2 else self.size[0], "antialias": self.antialias}
@@ -448,6 +531,8 @@ class CenterCrop(Transform):
     """
 
     accepts_list = True
+    fusion = "window"
+    fixed_output = True
 
     def __init__(self, size: int | Sequence[int]) -> None:
         size = _check_size(size)
@@ -458,6 +543,20 @@ class CenterCrop(Transform):
 
     def output_sizes(self, info: BatchInfo) -> BatchInfo:
         return info.resized([self.size] * info.batch)
+
+    def contribute(self, ops: FusedOps, params: Params) -> None:
+        ops.center_crop(self.size)
+
+    def source_region(self, params: Params, sizes: Tensor) -> Tensor:
+        # torchvision's anchor (round half to even), the crop clipped to the image (the rest is padding)
+        regions = []
+        for axis, crop in enumerate(self.size):
+            extent = sizes[:, axis]
+            centred = torch.round((extent - crop).double() / 2).to(torch.int64)
+            start = torch.where(extent > crop, centred, torch.zeros_like(extent))
+            regions.append((start, torch.clamp(extent, max=crop)))
+        (top, height), (left, width) = regions
+        return torch.stack([top, left, height, width], 1)
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"size": self.size}
@@ -522,6 +621,13 @@ class ColorJitter(Transform):
         """Whether every op is affine (no HSV hue), so it can join a fused colour pass."""
         return self.hue is None or self.hue_mode == "yiq"
 
+    @property
+    def fusion(self) -> str | None:  # type: ignore[override]
+        return "jitter" if self.fusible else None
+
+    def contribute(self, ops: FusedOps, params: Params) -> None:
+        ops.jitter(params.get("brightness"), params.get("contrast"), params.get("saturation"), params.get("hue"))
+
     def _ranges(self) -> dict[str, tuple[float, float] | None]:
         return {"brightness": self.brightness, "contrast": self.contrast, "saturation": self.saturation, "hue": self.hue}
 
@@ -565,8 +671,13 @@ class RandomGrayscale(Transform):
     def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
         return {"gray": _bernoulli(info, generator, self.p)}
 
+    fusion = "gray"
+
     def apply(self, images: Images, params: Params) -> Tensor:
         return F.rgb_to_grayscale(images, params["gray"])
+
+    def contribute(self, ops: FusedOps, params: Params) -> None:
+        ops.gray(params["gray"])
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"p": self.p}
@@ -591,6 +702,13 @@ class ToDtype(Transform):
 
     def apply(self, images: Images, params: Params) -> Tensor:
         return F.to_dtype(images, self.dtype, self.scale)
+
+    @property
+    def fusion(self) -> str | None:  # type: ignore[override]
+        return "cast" if self.dtype.is_floating_point and self.scale else None
+
+    def contribute(self, ops: FusedOps, params: Params) -> None:
+        ops.cast(self.dtype)
 
     def _repr_fields(self) -> dict[str, Any]:
         return {"dtype": self.dtype, "scale": self.scale}
@@ -633,32 +751,73 @@ class Normalize(Transform):
             raise ValueError(f"Normalize has {len(self.mean)} mean/std values for images with {channels} channels")
         return F.normalize(images, self.mean, self.std)
 
+    fusion = "normalize"
+
+    def contribute(self, ops: FusedOps, params: Params) -> None:
+        ops.normalize(self.mean, self.std)
+
     def _repr_fields(self) -> dict[str, Any]:
         return {"mean": self.mean, "std": self.std}
 
 
 # ----------------------------------------------------------------------------------------------
-# Compose, with fusion of the hot paths
+# Compose: plans the fused runs from what each transform contributes
 # ----------------------------------------------------------------------------------------------
-_FLIPS = (RandomHorizontalFlip, RandomVerticalFlip)
+_GEOMETRIC = ("crop", "resize", "window")
+_BACKENDS = ("auto", "torch", "triton")
 
 
-def _is_float_cast(transform: Transform) -> bool:
-    return isinstance(transform, ToDtype) and transform.dtype.is_floating_point and transform.scale
+def _role(transforms: Sequence[Transform], index: int) -> str | None:
+    return transforms[index].fusion if index < len(transforms) else None
+
+
+def _color_run(transforms: Sequence[Transform], index: int) -> tuple[int, int]:
+    """``(end, tail)`` of ``[jitter (one) | gray | flip]* [cast | normalize (one)]+`` from ``index``."""
+    end, jitters = index, 0
+    while _role(transforms, end) in ("gray", "flip") or (_role(transforms, end) == "jitter" and jitters == 0):
+        jitters += _role(transforms, end) == "jitter"
+        end += 1
+    tail, normalizes = end, 0
+    while _role(transforms, tail) == "cast" or (_role(transforms, tail) == "normalize" and normalizes == 0):
+        normalizes += _role(transforms, tail) == "normalize"
+        tail += 1
+    return end, tail
+
+
+def _triton():
+    """The Triton kernels module, or ``None`` where Triton cannot be imported."""
+    global _TRITON_MODULE
+    if _TRITON_MODULE is None:
+        try:
+            from gpuaug import triton_kernels
+        except ImportError:  # no triton (e.g. macOS, or a CPU-only install without it)
+            triton_kernels = False
+        _TRITON_MODULE = triton_kernels
+    return _TRITON_MODULE or None
+
+
+_TRITON_MODULE: Any = None
 
 
 class Compose(Transform):
     """Apply transforms in order, sampling every transform's per-image params from one generator.
 
-    With ``fuse=True`` (default) two runs execute as single kernels, on the same params (so a
-    replay gives the same draws either way):
+    With ``fuse=True`` (default), runs of transforms execute as one pass, on the same params (so a
+    replay gives the same draws either way). Each transform says what it contributes
+    (``Transform.fusion`` and ``contribute``, see ``gpuaug.fusion``); two executors run the runs:
 
-    * flips around a ``RandomResizedCrop`` join its resampling (a flip *before* the crop mirrors
-      the box, which is exact);
-    * a run of ``ColorJitter`` (without HSV hue), ``RandomGrayscale`` and flips that ends in
-      ``ToDtype(float)`` and/or ``Normalize`` becomes one affine pass from uint8 to the normalised
-      float batch (``functional.fused_color_normalize``; the op-by-op clamps are skipped, see its
-      docstring and the measured error in the tests).
+    * **torch** (the reference; CPU, MPS, float input, no Triton): flips around a
+      ``RandomResizedCrop`` join its resampling (a flip *before* the crop mirrors the box, which is
+      exact); a run of ``ColorJitter`` (without HSV hue), ``RandomGrayscale`` and flips that ends
+      in ``ToDtype(float)`` and/or ``Normalize`` becomes one affine pass from uint8 to the
+      normalised float batch (``functional.fused_color_normalize``; the op-by-op clamps are
+      skipped, see its docstring and the measured error in the tests).
+    * **triton** (uint8 input on CUDA, when Triton imports): the leading
+      ``[flips] crop|resize|centre-crop [centre-crop] [flips] [colour run]`` runs as one fused pass
+      of at most 3 kernels whatever the batch size, straight from a ragged ``PackedBatch`` (or
+      list, or batch) to the channels-last output (``gpuaug.triton_kernels``); the rest runs on
+      torch. Same maths as the torch executor (the tests hold them to float 1e-4 on the colour
+      pass, uint8 +-1 on the resampling).
 
     ``fuse=False`` runs every transform op by op with torchvision's exact semantics.
 
@@ -668,12 +827,16 @@ class Compose(Transform):
     the fused path, which is why gpuaug calls Kornia's kernels but not its module layer).
 
     Args:
-        transforms: gpuaug transforms (use ``gpuaug.from_torchvision`` for torchvision ones).
+        transforms: gpuaug transforms (use ``gpuaug.from_torchvision`` for torchvision ones);
+            Kornia augmentation modules are wrapped (``gpuaug.kornia_ops``).
         fuse: fuse the runs above.
+        backend: ``"auto"`` (Triton for uint8 images on CUDA where it imports, else torch),
+            ``"torch"``, or ``"triton"`` (also on CPU tensors under ``TRITON_INTERPRET=1``, for tests).
 
     Shape:
-        ``[B, C, H, W]`` or, if the first geometric op is the first transform (flips may precede
-        it), a list of ``[C, H_i, W_i]`` -> one batch. Params: a flat dict keyed
+        ``[B, C, H, W]``, a ``PackedBatch``, or, if the first geometric op is the first transform
+        (flips may precede it), a list of ``[C, H_i, W_i]`` -> one batch; a list again where the
+        sizes still differ at the end (``Resize(int)`` without a crop). Params: a flat dict keyed
         ``"<index>.<name>"`` (e.g. ``"0.boxes"``, ``"2.brightness"``).
 
     Example:
@@ -682,7 +845,7 @@ class Compose(Transform):
         torch.Size([2, 3, 64, 64])
     """
 
-    def __init__(self, transforms: Sequence[Transform], fuse: bool = True) -> None:
+    def __init__(self, transforms: Sequence[Transform], fuse: bool = True, backend: str = "auto") -> None:
         if isinstance(transforms, Transform) or not isinstance(transforms, Sequence):
             raise ValueError("transforms must be a list of gpuaug transforms")
         from gpuaug.kornia_ops import as_transform  # Kornia modules stand in a Compose (a cycle at import time)
@@ -694,41 +857,37 @@ class Compose(Transform):
                 f"transforms must be gpuaug transforms; got {', '.join(bad)} "
                 "(convert torchvision pipelines with gpuaug.from_torchvision)"
             )
+        if backend not in _BACKENDS:
+            raise ValueError(f"backend must be one of {_BACKENDS}, got {backend!r}")
+        if backend == "triton" and _triton() is None:
+            raise ValueError("backend='triton' needs the triton package (pip install triton); use backend='auto' or 'torch'")
         self.transforms = list(transforms)
         self.fuse = bool(fuse)
-        self._stages = self._plan() if self.fuse else [("single", [i]) for i in range(len(self.transforms))]
+        self.backend = backend
+        self._stages = self._plan(0) if self.fuse else [("single", [i]) for i in range(len(self.transforms))]
+        self._fused_count = self._plan_fused() if self.fuse and backend != "torch" else 0
+        self._after_fused = self._plan(self._fused_count)
         self.accepts_list = bool(self.transforms) and self.transforms[0].accepts_list
 
     # -- planning ----------------------------------------------------------------------------
-    def _plan(self) -> list[tuple[str, list[int]]]:
+    def _plan(self, start: int) -> list[tuple[str, list[int]]]:
+        """The torch executor's stages from ``start``: ``crop``, ``color`` or ``single`` runs."""
         stages: list[tuple[str, list[int]]] = []
-        transforms, count, index = self.transforms, len(self.transforms), 0
+        transforms, count, index = self.transforms, len(self.transforms), start
         while index < count:
-            # [flips] RandomResizedCrop [flips]
+            # [flips] crop [flips]
             end = index
-            while end < count and isinstance(transforms[end], _FLIPS):
+            while _role(transforms, end) == "flip":
                 end += 1
-            if end < count and isinstance(transforms[end], RandomResizedCrop):
+            if _role(transforms, end) == "crop":
                 end += 1
-                while end < count and isinstance(transforms[end], _FLIPS):
+                while _role(transforms, end) == "flip":
                     end += 1
                 stages.append(("crop", list(range(index, end))))
                 index = end
                 continue
-            # [ColorJitter | RandomGrayscale | flips]* then [ToDtype(float) | Normalize]+
-            end, jitters = index, 0
-            while end < count and (
-                isinstance(transforms[end], (RandomGrayscale, *_FLIPS))
-                or (isinstance(transforms[end], ColorJitter) and transforms[end].fusible and jitters == 0)
-            ):
-                jitters += isinstance(transforms[end], ColorJitter)
-                end += 1
-            tail, normalizes = end, 0
-            while tail < count and (
-                _is_float_cast(transforms[tail]) or (isinstance(transforms[tail], Normalize) and normalizes == 0)
-            ):
-                normalizes += isinstance(transforms[tail], Normalize)
-                tail += 1
+            # [jitter | gray | flips]* then [cast | normalize]+
+            end, tail = _color_run(transforms, index)
             if tail > end:
                 stages.append(("color", list(range(index, tail))))
                 index = tail
@@ -736,6 +895,30 @@ class Compose(Transform):
                 stages.append(("single", [index]))
                 index += 1
         return stages
+
+    def _plan_fused(self) -> int:
+        """How many leading transforms the Triton pass covers (0: none).
+
+        ``[flips] (crop | resize | window) [window]* [flips] [colour run]``, where the geometry ends
+        in one size for all images; or, without geometry, a colour run alone.
+        """
+        transforms, index = self.transforms, 0
+        while _role(transforms, index) == "flip":
+            index += 1
+        geometric = _role(transforms, index) in _GEOMETRIC
+        if geometric:
+            end = index + 1
+            while _role(transforms, end) == "window":
+                end += 1
+            if not transforms[end - 1].fixed_output:
+                return 0
+            index = end
+            while _role(transforms, index) == "flip":
+                index += 1
+        end, tail = _color_run(transforms, index)
+        if tail > end:
+            return tail
+        return index if geometric else 0
 
     # -- params ------------------------------------------------------------------------------
     def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
@@ -756,67 +939,239 @@ class Compose(Transform):
         return {key[len(prefix) :]: value for key, value in params.items() if key.startswith(prefix)}
 
     # -- execution ---------------------------------------------------------------------------
+    def __call__(self, images: Images, params: Params | None = None, generator: torch.Generator | None = None) -> Tensor:
+        if isinstance(images, PackedBatch):
+            if len(images) == 0:
+                raise ValueError("Compose got an empty PackedBatch")
+            if params is None:
+                params = self.make_params(images, generator)
+            return _as_batch(self.apply(images, params))
+        return super().__call__(images, params, generator)
+
     def apply(self, images: Images, params: Params) -> Tensor | list[Tensor]:
-        for kind, indices in self._stages:
-            members = [(self.transforms[i], self._params_of(params, i)) for i in indices]
-            if kind == "crop":
-                images = self._apply_crop(images, members)
-            elif kind == "color":
-                images = self._apply_color(images, members)
-            else:
-                transform, transform_params = members[0]
-                F.check_images(images, type(transform).__name__, allow_list=transform.accepts_list)
-                images = transform.apply(images, transform_params)
-        return images
+        """Apply given params; the Triton pass where it applies (see the class docstring), else torch."""
+        if self._fused_count and self._use_triton(images):
+            return self._apply_triton(images, params)
+        if isinstance(images, PackedBatch):
+            images = images.unpack()
+        return self._run(images, params, self._stages)
+
+    def _run(self, images: Images, params: Params, stages: list[tuple[str, list[int]]]) -> Tensor | list[Tensor]:
+        for kind, indices in stages:
+            takes_list = kind == "crop" or (kind == "single" and self.transforms[indices[0]].accepts_list)
+            if not isinstance(images, Tensor) and not takes_list:
+                images = _as_batch(images)  # one size: one batch; still ragged: image by image below
+                if not isinstance(images, Tensor):
+                    images = self._per_image(images, params, kind, indices)
+                    continue
+            images = self._run_stage(images, params, kind, indices)
+        return _as_batch(images) if not isinstance(images, Tensor) else images
+
+    def _run_stage(self, images: Images, params: Params, kind: str, indices: list[int]) -> Tensor | list[Tensor]:
+        members = [(self.transforms[i], self._params_of(params, i)) for i in indices]
+        if kind == "crop":
+            return self._apply_crop(images, members)
+        if kind == "color":
+            return self._apply_color(images, members)
+        transform, transform_params = members[0]
+        F.check_images(images, type(transform).__name__, allow_list=transform.accepts_list)
+        return transform.apply(images, transform_params)
+
+    def _per_image(self, images: list[Tensor], params: Params, kind: str, indices: list[int]) -> list[Tensor]:
+        """A stage that needs a batch, on images that still differ in size (after ``Resize(int)``): one image at a time."""
+        own = {key: value for key, value in params.items() if int(key.split(".", 1)[0]) in indices}
+        return [
+            self._run_stage(image.unsqueeze(0), {key: value[row : row + 1] for key, value in own.items()}, kind, indices)[0]
+            for row, image in enumerate(images)
+        ]
 
     @staticmethod
     def _apply_crop(images: Images, members: list[tuple[Transform, Params]]) -> Tensor:
-        crop_at = next(i for i, (t, _) in enumerate(members) if isinstance(t, RandomResizedCrop))
-        crop, crop_params = members[crop_at]
-        boxes = crop_params["boxes"]
-        flips: dict[type, Tensor | None] = {RandomHorizontalFlip: None, RandomVerticalFlip: None}
-        before: dict[type, Tensor | None] = {RandomHorizontalFlip: None, RandomVerticalFlip: None}
-        for position, (transform, transform_params) in enumerate(members):
-            if isinstance(transform, _FLIPS):
-                kind, mask = type(transform), transform_params["flip"].to(boxes.device, non_blocking=True)
-                flips[kind] = mask if flips[kind] is None else flips[kind] ^ mask
-                if position < crop_at:
-                    before[kind] = mask if before[kind] is None else before[kind] ^ mask
-        if before[RandomHorizontalFlip] is not None or before[RandomVerticalFlip] is not None:
+        ops = FusedOps(BatchInfo.of(images).sizes)
+        for transform, transform_params in members:
+            transform.contribute(ops, transform_params)
+        boxes = ops.boxes
+        if ops.hflips_before or ops.vflips_before:
             # A flip before the crop equals a crop of the mirrored box, flipped after: exact.
             heights, widths = BatchInfo.of(images).size_tensors()
-            top, left, height, width = boxes.unbind(1)
-            if before[RandomHorizontalFlip] is not None:
-                left = torch.where(before[RandomHorizontalFlip], widths - left - width, left)
-            if before[RandomVerticalFlip] is not None:
-                top = torch.where(before[RandomVerticalFlip], heights - top - height, top)
-            boxes = torch.stack([top, left, height, width], dim=1)
-        return crop.apply(images, {"boxes": boxes}, hflip=flips[RandomHorizontalFlip], vflip=flips[RandomVerticalFlip])
+            boxes = _mirror(boxes, heights, widths, combine(ops.hflips_before, "xor"), combine(ops.vflips_before, "xor"))
+        hflip, vflip = combine(ops.hflips, "xor"), combine(ops.vflips, "xor")
+        return F.resized_crop(images, boxes, ops.size, hflip, vflip, antialias=ops.antialias)
 
     @staticmethod
     def _apply_color(images: Images, members: list[tuple[Transform, Params]]) -> Tensor:
         F.check_images(images, "Compose (colour and normalisation)", rgb=True)
-        factors: dict[str, Tensor | None] = {"brightness": None, "contrast": None, "saturation": None, "hue": None}
-        gray = None
-        mean = std = None
-        dtype = images.dtype if images.is_floating_point() else torch.float32
+        ops = FusedOps(())
         for transform, transform_params in members:
-            if isinstance(transform, RandomHorizontalFlip):  # also RandomVerticalFlip
+            if transform.fusion == "flip":  # exact on a batch, here
                 images = transform.apply(images, transform_params)
-            elif isinstance(transform, ColorJitter):
-                factors = {name: transform_params.get(name) for name in factors}
-            elif isinstance(transform, RandomGrayscale):
-                mask = transform_params["gray"]
-                gray = mask if gray is None else gray | mask
-            elif isinstance(transform, ToDtype):
-                dtype = transform.dtype
-            elif isinstance(transform, Normalize):
-                mean, std = transform.mean, transform.std
-        if mean is not None and len(mean) == 1:
-            mean, std = mean * 3, std * 3
-        return F.fused_color_normalize(images, **factors, grayscale_mask=gray, mean=mean, std=std, dtype=dtype)
+            else:
+                transform.contribute(ops, transform_params)
+        return F.fused_color_normalize(images, **ops.color_arguments(images.dtype))
+
+    # -- the Triton pass ----------------------------------------------------------------------
+    def _use_triton(self, images: Images) -> bool:
+        if self.backend == "torch":
+            return False
+        if isinstance(images, PackedBatch):
+            device, uint8, rgb = images.device, True, True
+        elif isinstance(images, Tensor):
+            device, uint8, rgb = images.device, images.dtype == torch.uint8, images.ndim == 4 and images.shape[1] == 3
+        elif len(images) and isinstance(images[0], Tensor):
+            first = images[0]
+            device, uint8 = first.device, all(image.dtype == torch.uint8 for image in images)
+            rgb = all(image.ndim == 3 and image.shape[0] == 3 for image in images)
+        else:
+            return False
+        if not (uint8 and rgb):  # the kernels read uint8 RGB; anything else takes the torch path
+            return False
+        kernels = _triton()
+        if self.backend == "auto":
+            return kernels is not None and device.type == "cuda"
+        if device.type != "cuda" and not kernels.INTERPRETING:
+            raise RuntimeError(
+                "backend='triton' on CPU tensors needs Triton's interpreter: set TRITON_INTERPRET=1 before importing gpuaug"
+            )
+        return True
+
+    def _apply_triton(self, images: Images, params: Params) -> Tensor | list[Tensor]:
+        if isinstance(images, PackedBatch):
+            data, offsets, strides, sizes = images.data, images.offsets.tolist(), images.strides.tolist(), images.sizes
+        elif isinstance(images, Tensor):  # the batch itself is the buffer: no copy
+            _check_pixels(images, "Compose")
+            count, _, height, width = images.shape
+            data, sizes = images, ((height, width),) * count
+            offsets = [row * images.stride(0) for row in range(count)]
+            strides = [list(images.stride()[1:])] * count
+        else:
+            F.check_images(images, "Compose", allow_list=True, rgb=True)
+            _check_pixels(images, "Compose")
+            packed = PackedBatch.from_images(images)
+            data, offsets, strides, sizes = packed.data, packed.offsets.tolist(), packed.strides.tolist(), packed.sizes
+        ops = FusedOps(tuple(sizes))
+        for index in range(self._fused_count):
+            self.transforms[index].contribute(ops, self._params_of(params, index))
+        out = _triton().fused(data, offsets, strides, ops)
+        return self._run(out, params, self._after_fused)
+
+    # -- geometry: what the first geometric op reads (the loader decodes only that) -------------
+    def first_geometric(self) -> int | None:
+        """Position of the first geometric op (crop, resize, centre crop) if only flips come before it, else ``None``.
+
+        Example:
+            >>> Compose([RandomHorizontalFlip(), RandomResizedCrop(8)]).first_geometric()
+            1
+        """
+        for position, transform in enumerate(self.transforms):
+            if transform.fusion in _GEOMETRIC:
+                return position
+            if transform.fusion != "flip":
+                return None
+        return None
+
+    def _before_first(self, params: Params, position: int) -> tuple[Tensor | None, Tensor | None]:
+        """The XOR of the horizontal and of the vertical flips before ``position`` (``None``: no such flip)."""
+        ops = FusedOps(())
+        for index in range(position):
+            self.transforms[index].contribute(ops, self._params_of(params, index))
+        return combine(ops.hflips_before, "xor"), combine(ops.vflips_before, "xor")
+
+    def source_regions(self, params: Params, sizes: Tensor) -> Tensor:
+        """The region of each full-size source image that the first geometric op reads.
+
+        ``RandomResizedCrop``: its boxes (mirrored where a flip comes first); ``Resize``: the whole
+        image; ``CenterCrop``: the crop clipped to the image. The whole image without a first
+        geometric op.
+
+        Args:
+            params: from ``make_params`` on the full-size images.
+            sizes: ``[B, 2]`` ``(height, width)`` of the full images.
+
+        Shape:
+            ``[B, 4]`` int64 ``(top, left, height, width)``, on ``sizes``' device.
+
+        Example:
+            >>> Compose([CenterCrop(4)]).source_regions({}, torch.tensor([[10, 3]])).tolist()
+            [[3, 0, 4, 3]]
+        """
+        sizes = torch.as_tensor(sizes, dtype=torch.int64).view(-1, 2)
+        position = self.first_geometric()
+        if position is None:
+            return Transform.source_region(self, {}, sizes)
+        regions = self.transforms[position].source_region(self._params_of(params, position), sizes)
+        hflip, vflip = self._before_first(params, position)
+        return _mirror(regions, sizes[:, 0], sizes[:, 1], hflip, vflip)
+
+    def reduction_limit(self, params: Params, sizes: Tensor) -> Tensor:
+        """How much the first geometric op downscales each image (>= 1): how much smaller its decode may be.
+
+        Shape:
+            sizes ``[B, 2]`` -> ``[B]`` float64.
+
+        Example:
+            >>> Compose([Resize(100)]).reduction_limit({}, torch.tensor([[400, 800]])).tolist()
+            [4.0]
+        """
+        sizes = torch.as_tensor(sizes, dtype=torch.int64).view(-1, 2)
+        position = self.first_geometric()
+        if position is None:
+            return torch.ones(sizes.shape[0], dtype=torch.float64, device=sizes.device)
+        limit = self.transforms[position].reduction_limit(self._params_of(params, position), sizes)
+        return limit.clamp(min=1.0)
+
+    def rebase(self, params: Params, regions: Tensor, decoded_sizes: Tensor, sizes: Tensor | None = None) -> Params:
+        """Params for inputs where image ``i`` is ``regions[i]`` of the full image, decoded at ``decoded_sizes[i]``.
+
+        A whole-image region covers a reduced-scale decode (the boxes scale with it); the region
+        ``source_regions`` gave covers a region decode (the box becomes the whole decoded image).
+        Only a first ``RandomResizedCrop`` changes; other params are returned as they are.
+
+        Args:
+            params: from ``make_params`` on the full-size images.
+            regions: ``[B, 4]`` ``(top, left, height, width)`` decoded of each full image.
+            decoded_sizes: ``[B, 2]`` size each region was decoded at.
+            sizes: ``[B, 2]`` full image sizes; needed only when a flip precedes the crop and a
+                region is neither the whole image nor ``source_regions``' box.
+
+        Example:
+            >>> compose = Compose([RandomResizedCrop(8)])
+            >>> params = {"0.boxes": torch.tensor([[10, 20, 40, 60]])}
+            >>> compose.rebase(params, torch.tensor([[0, 0, 100, 200]]), torch.tensor([[50, 100]]))["0.boxes"].tolist()
+            [[5, 10, 20, 30]]
+        """
+        position = self.first_geometric()
+        if position is None:
+            return params
+        transform, own = self.transforms[position], self._params_of(params, position)
+        regions = torch.as_tensor(regions, dtype=torch.int64).view(-1, 4)
+        decoded_sizes = torch.as_tensor(decoded_sizes, dtype=torch.int64).view(-1, 2)
+        hflip, vflip = self._before_first(params, position)
+        read = own.get("boxes")
+        if read is not None and (hflip is not None or vflip is not None):
+            read = read.to(regions.device, torch.int64)
+            if sizes is None:  # a region is the whole image (it starts at 0) or exactly the read box
+                same = (read[:, 2:] == regions[:, 2:]).all(1, keepdim=True)
+                sizes = torch.where(same, regions[:, :2] + read[:, :2] + read[:, 2:], regions[:, :2] + regions[:, 2:])
+            sizes = torch.as_tensor(sizes, dtype=torch.int64).view(-1, 2).to(regions.device)
+            read = _mirror(read, sizes[:, 0], sizes[:, 1], hflip, vflip)
+        elif read is not None:
+            read = read.to(regions.device, torch.int64)
+        rebased = transform.rebase(own, read, regions, decoded_sizes, (hflip, vflip))
+        return {**params, **{f"{position}.{name}": value for name, value in rebased.items()}}
 
     def __repr__(self) -> str:
         lines = ",\n".join(f"    {transform!r}" for transform in self.transforms)
         suffix = "" if self.fuse else ", fuse=False"
+        if self.backend != "auto":
+            suffix += f", backend={self.backend!r}"
         return f"Compose([\n{lines}\n]{suffix})"
+
+
+def _mirror(boxes: Tensor, heights: Tensor, widths: Tensor, hflip: Tensor | None, vflip: Tensor | None) -> Tensor:
+    """``[B, 4]`` boxes mirrored inside their images where a flip mask is set."""
+    top, left, height, width = boxes.unbind(1)
+    if hflip is not None:
+        left = torch.where(hflip.to(left.device), widths.to(left.device) - left - width, left)
+    if vflip is not None:
+        top = torch.where(vflip.to(top.device), heights.to(top.device) - top - height, top)
+    return torch.stack([top, left, height, width], dim=1)

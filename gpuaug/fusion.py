@@ -1,0 +1,192 @@
+"""What a run of transforms asks of the fused pass: one description, two executors.
+
+Each transform that can join the fused pass says what it contributes by calling one method of a
+``FusedOps`` (``RandomResizedCrop`` calls ``crop``, a flip calls ``flip``, ``ColorJitter`` calls
+``jitter`` ...). ``Compose`` builds one ``FusedOps`` per fused run from those calls and hands it
+to an executor: the torch reference (``functional.resized_crop`` / ``fused_color_normalize``)
+or the Triton kernels (``gpuaug.triton_kernels``). Adding an op means giving it a ``fusion`` role
+and a ``contribute`` method, not editing isinstance chains in the planner and the executors.
+
+Geometry is described per image as: a *source box* (``top, left, height, width``) resampled onto
+a *virtual* image of ``virtual`` size, of which a *window* of the output size, anchored at
+``window`` (possibly outside the virtual image: zero padding, as torchvision's CenterCrop), is
+kept. ``RandomResizedCrop`` is box -> size; ``Resize`` the whole image -> its size;
+``CenterCrop`` a window (of the image, or of the resized image when it follows a resize).
+
+Example:
+    >>> ops = FusedOps(((4, 6),))
+    >>> ops.center_crop((2, 2))
+    >>> ops.window, ops.size
+    ([(1, 2)], (2, 2))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import Tensor
+
+__all__ = ["ROLES", "FusedOps"]
+
+ROLES = ("flip", "crop", "resize", "window", "jitter", "gray", "cast", "normalize")
+"""What a transform may contribute (``Transform.fusion``):
+
+* ``flip``: mirrors (``flip``), anywhere before the normalisation;
+* ``crop``: a per-image box resampled to a fixed size (``crop``); ``resize``: the whole image
+  resampled (``resize``); ``window``: a centre window (``center_crop``);
+* ``jitter``: brightness/contrast/saturation/YIQ-hue factors (``jitter``); ``gray``: a grayscale
+  mask (``grayscale``); ``cast``: a float output dtype (``cast``); ``normalize``: mean/std.
+"""
+
+
+@dataclass
+class FusedOps:
+    """The fused pass a run of transforms asks for, filled by the transforms' ``contribute`` calls.
+
+    Geometry fields are host lists (sizes come from image headers); boxes, masks and factors are
+    the ``[B]``/``[B, 4]`` params tensors, untouched.
+
+    Args:
+        sizes: ``(height, width)`` of each input image.
+
+    Shape:
+        ``boxes`` ``[B, 4]`` int64 or ``None`` (the whole image); masks ``[B]`` bool; factors ``[B]`` float.
+    """
+
+    sizes: tuple[tuple[int, int], ...]
+    boxes: Tensor | None = None
+    resample: bool = False
+    antialias: bool = True
+    virtual: list[tuple[int, int]] | None = None
+    window: list[tuple[int, int]] | None = None
+    current: list[tuple[int, int]] | None = None
+    hflips_before: list[Tensor] = field(default_factory=list)
+    vflips_before: list[Tensor] = field(default_factory=list)
+    hflips: list[Tensor] = field(default_factory=list)
+    vflips: list[Tensor] = field(default_factory=list)
+    brightness: Tensor | None = None
+    contrast: Tensor | None = None
+    saturation: Tensor | None = None
+    hue: Tensor | None = None
+    grayscale: list[Tensor] = field(default_factory=list)
+    dtype: torch.dtype | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+    # -- geometry ------------------------------------------------------------------------------
+    @property
+    def geometric(self) -> bool:
+        """Whether a crop, resize or window was contributed."""
+        return self.current is not None
+
+    @property
+    def size(self) -> tuple[int, int] | None:
+        """The common output ``(height, width)``, or ``None`` when the images still differ (or no geometry)."""
+        if self.current is None or len(set(self.current)) != 1:
+            return None
+        return self.current[0]
+
+    def flip(self, axis: str, mask: Tensor) -> None:
+        """Mirror the images whose ``mask`` is set, ``axis`` ``"horizontal"`` or ``"vertical"``."""
+        if axis not in ("horizontal", "vertical"):
+            raise ValueError(f"axis must be 'horizontal' or 'vertical', got {axis!r}")
+        horizontal = axis == "horizontal"
+        (self.hflips if horizontal else self.vflips).append(mask)
+        if not self.geometric:  # before the geometry: the kernels mirror the box (exact)
+            (self.hflips_before if horizontal else self.vflips_before).append(mask)
+
+    def crop(self, boxes: Tensor, size: Sequence[int], antialias: bool) -> None:
+        """Resample each image's ``boxes`` row (``top, left, height, width``) to ``size``."""
+        self._first_geometry("crop")
+        self.boxes, self.resample, self.antialias = boxes, True, bool(antialias)
+        self.virtual = [tuple(size)] * len(self.sizes)
+        self.window = [(0, 0)] * len(self.sizes)
+        self.current = list(self.virtual)
+
+    def resize(self, sizes: Sequence[tuple[int, int]], antialias: bool) -> None:
+        """Resample each whole image to its ``sizes`` row."""
+        self._first_geometry("resize")
+        self.resample, self.antialias = True, bool(antialias)
+        self.virtual = [tuple(size) for size in sizes]
+        self.window = [(0, 0)] * len(self.sizes)
+        self.current = list(self.virtual)
+
+    def center_crop(self, size: Sequence[int]) -> None:
+        """Keep the centre ``size`` window of the current images (zero padding where they are smaller)."""
+        if self.current is None:
+            self.virtual = list(self.sizes)
+            self.window = [(0, 0)] * len(self.sizes)
+            self.current = list(self.sizes)
+        crop_height, crop_width = int(size[0]), int(size[1])
+        self.window = [
+            (top + _centre_anchor(height, crop_height), left + _centre_anchor(width, crop_width))
+            for (top, left), (height, width) in zip(self.window, self.current)
+        ]
+        self.current = [(crop_height, crop_width)] * len(self.sizes)
+
+    def _first_geometry(self, op: str) -> None:
+        if self.current is not None:
+            raise ValueError(f"a {op} cannot follow another geometric op in one fused pass")
+
+    # -- colour --------------------------------------------------------------------------------
+    def jitter(self, brightness: Tensor | None, contrast: Tensor | None, saturation: Tensor | None, hue: Tensor | None) -> None:
+        """Per-image colour factors (``None``: identity); hue as a YIQ rotation in turns."""
+        if any(value is not None for value in (self.brightness, self.contrast, self.saturation, self.hue)):
+            raise ValueError("one fused pass takes one ColorJitter")
+        self.brightness, self.contrast, self.saturation, self.hue = brightness, contrast, saturation, hue
+
+    def gray(self, mask: Tensor) -> None:
+        """Turn the images whose ``mask`` is set gray (after the jitter)."""
+        self.grayscale.append(mask)
+
+    def cast(self, dtype: torch.dtype) -> None:
+        """A floating output in [0, 1] (before any normalisation)."""
+        self.dtype = dtype
+
+    def normalize(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        """``(x - mean) / std`` per channel (one value means all three); the output is floating."""
+        if self.mean is not None:
+            raise ValueError("one fused pass takes one Normalize")
+        if len(mean) not in (1, 3) or len(std) != len(mean):
+            raise ValueError(f"Normalize has {len(mean)} mean/std values for images with 3 channels")
+        mean, std = tuple(float(v) for v in mean), tuple(float(v) for v in std)
+        self.mean, self.std = (mean * 3, std * 3) if len(mean) == 1 else (mean, std)
+
+    @property
+    def colored(self) -> bool:
+        """Whether the pass ends in a floating colour/normalise stage (else it keeps uint8)."""
+        return self.dtype is not None or self.mean is not None
+
+    def color_arguments(self, input_dtype: torch.dtype) -> dict:
+        """Keyword arguments of ``functional.fused_color_normalize`` for this pass."""
+        dtype = self.dtype if self.dtype is not None else (input_dtype if input_dtype.is_floating_point else torch.float32)
+        return {
+            "brightness": self.brightness,
+            "contrast": self.contrast,
+            "saturation": self.saturation,
+            "hue": self.hue,
+            "grayscale_mask": combine(self.grayscale, "or"),
+            "mean": self.mean,
+            "std": self.std,
+            "dtype": dtype,
+        }
+
+
+def combine(masks: list[Tensor], how: str) -> Tensor | None:
+    """One mask from several (``"xor"`` for flips, ``"or"`` for grayscale); ``None`` for none."""
+    if not masks:
+        return None
+    result = masks[0]
+    for mask in masks[1:]:
+        mask = mask.to(result.device, non_blocking=True)
+        result = result ^ mask if how == "xor" else result | mask
+    return result
+
+
+def _centre_anchor(size: int, crop: int) -> int:
+    """torchvision's CenterCrop anchor on one axis; negative: the image is zero-padded first."""
+    if crop > size:
+        return -((crop - size) // 2)
+    return int(round((size - crop) / 2.0))
