@@ -13,8 +13,9 @@ Randomness: Kornia draws from torch's global RNG. The wrapper forks it (``torch.
 for the CPU and the CUDA devices involved), seeds the fork with the call's seed, runs the module
 and restores the previous state, so the caller's global RNG is neither consumed nor perturbed.
 The fork is process-wide for its duration: another *thread* drawing from the global RNG at that
-very moment (dropout in a training thread while a producer thread runs Kornia) would draw from
-the seeded state; gpuaug's own Kornia calls are serialised by a lock.
+very moment (dropout in a training thread while a producer thread runs Kornia) draws from the
+seeded state instead, so its numbers, still random, no longer repeat from run to run; gpuaug's own
+Kornia calls are serialised by a lock, so they never see each other's state.
 
 Dtype contract: Kornia works on float images in [0, 1]. A uint8 batch is converted to float32
 (``x / 255``) and the wrapper returns float32; a float16/bfloat16 batch runs in float32 and comes
