@@ -130,3 +130,11 @@ def test_an_empty_image_in_a_list_is_named(transform):
 def test_an_empty_list_raises():
     with pytest.raises(ValueError, match="empty list of images"):
         ga.RandomResizedCrop(8)([])
+
+
+def test_empty_batch_and_empty_images_on_the_device(device, photo_batch):
+    augment = ga.Compose([ga.RandomResizedCrop(8), ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize([0.5], [0.5])])
+    empty = augment(photo_batch[:0].to(device), generator=torch.Generator().manual_seed(0))
+    assert empty.shape == (0, 3, 8, 8) and empty.device.type == device.type and empty.dtype == torch.float32
+    with pytest.raises(ValueError, match="no pixels"):
+        augment(torch.zeros(2, 3, 0, 5, dtype=torch.uint8, device=device))
