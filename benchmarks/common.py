@@ -75,8 +75,11 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 
 def git_commit(root: Path = PROJECT_ROOT) -> str:
-    """This project's commit: ``git -C root`` when ``root`` is its own repository (never a folder
-    above it), else ``$GPUAUG_COMMIT`` (a copy without ``.git``, as on the lent GPU machine), else "unknown"."""
+    """This project's commit: ``$GPUAUG_COMMIT`` when set (a copy made elsewhere, as on the lent GPU
+    machine, whose ``.git`` may be stale or absent), else ``git -C root`` when ``root`` is its own
+    repository (never a folder above it), else "unknown"."""
+    if os.environ.get("GPUAUG_COMMIT", "").strip():
+        return os.environ["GPUAUG_COMMIT"].strip()
     if (root / ".git").exists():
         try:
             commit = subprocess.run(
@@ -86,7 +89,7 @@ def git_commit(root: Path = PROJECT_ROOT) -> str:
                 return commit
         except (OSError, subprocess.SubprocessError):
             pass
-    return os.environ.get("GPUAUG_COMMIT", "").strip() or "unknown"
+    return "unknown"
 
 
 def environment(device: torch.device) -> dict[str, Any]:

@@ -20,8 +20,9 @@ Decode ceilings (decode only, nothing else; every image counted once it is an RG
   nvImageCodec's batched decoder with all its backends (its own per-image fallback chain), or one
   backend alone (hardware JPEG engines, hybrid CPU+GPU, GPU only), bytes in memory; on the CPU its
   CPU backend; images a backend cannot decode are not counted (``decoded_fraction``);
-- ``gpuaug-nvdecode-<backend>``: ``gpuaug.nvdecode.NvImageCodecDecoder`` (the project's wrapper)
-  on the same bytes, when that module exists.
+- ``gpuaug-nvdecode-<backend>``: ``gpuaug.nvdecode.NvImageCodecDecoder`` (the project's wrapper,
+  with its per-image fallbacks down to PIL; ``auto`` is what GPULoader's ``decode="nvimgcodec"``
+  uses) on the same bytes, when that module exists.
 
 Unless ``--data``, ``--clean`` or ``--skip-clean`` is given, ``pil-dataloader`` and ``gpuaug``
 also run on the clean set (benchmark ``loader-clean``), so that the ratio on the set with tails
@@ -256,10 +257,15 @@ def run_set(
         for backend in backends:
             name = "decode-nvimgcodec" + (f"-{backend}" if backend else "")
             try:
-                pipelines[name], shares[name] = _decode_nvimgcodec_ceiling(datas, args.batch_size, device, backend)
+                epoch, share = _decode_nvimgcodec_ceiling(datas, args.batch_size, device, backend)
             except Exception as error:  # noqa: BLE001 - not installed, or this backend absent on this GPU
                 skipped[name] = f"{type(error).__name__}: {error}"[:300]
-        for backend in ("hw", "hybrid", "cuda") if device.type == "cuda" else ("cpu",):
+                continue
+            if share == 0:  # e.g. GPU_ONLY alone on an H200 with nvImageCodec 0.9: nothing to time
+                skipped[name] = "decodes none of the files by itself"
+                continue
+            pipelines[name], shares[name] = epoch, share
+        for backend in ("auto", "hw", "hybrid", "cuda") if device.type == "cuda" else ("cpu",):
             name = f"gpuaug-nvdecode-{backend}"
             try:
                 pipelines[name] = _nvdecode_ceiling(datas, paths, args.batch_size, device, backend)

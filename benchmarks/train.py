@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     size = args.image_size if device.type == "cuda" or args.image_size != 224 else 112
-    steps = (2 if args.quick else 6) if device.type == "cpu" else (8 if args.quick else 20)
+    steps = (2 if args.quick else 6) if device.type == "cpu" else (8 if args.quick else 16)
     root = bench_data.ensure(args.data, args.count, args.seed, clean=args.clean)
     model, name = _model(device, len(ga.ImageFolder(root).classes))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
