@@ -463,7 +463,10 @@ def fused(data: Tensor, offsets: list[int], strides: list[list[int]], ops: Fused
     virtual = ops.virtual if ops.virtual is not None else list(sizes)
     window = ops.window if ops.window is not None else [(0, 0)] * batch
     resample = ops.resample
-    blocks = _blocks(out_height, out_width, max(width for _, width in sizes))
+    widest = max(width for _, width in sizes)
+    if INTERPRETING and ops.boxes is not None:  # CPU tensors: reading the boxes costs no device sync
+        widest = int(ops.boxes[:, 3].max())
+    blocks = _blocks(out_height, out_width, widest)
 
     # one host table (metadata + column tiles), one host-to-device copy
     meta = torch.zeros((batch, _META), dtype=torch.int64)
