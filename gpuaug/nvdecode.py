@@ -202,6 +202,7 @@ class NvImageCodecDecoder:
         self.exif_orientation = exif_orientation
         self.max_pixels = max_pixels
         self.stats: Counter[str] = Counter()
+        self._device_buffer = nvimgcodec.ImageBufferKind.STRIDED_DEVICE
         self._params = nvimgcodec.DecodeParams(
             apply_exif_orientation=False, color_spec=nvimgcodec.ColorSpec.SRGB, allow_any_depth=False
         )
@@ -317,7 +318,7 @@ class NvImageCodecDecoder:
         for index in list(pending):
             try:  # the header is parsed lazily, at the first property read
                 code_stream = nvimgcodec.CodeStream(arrays[index])
-                deep = code_stream.precision > 8 or str(code_stream.dtype) != "uint8"
+                deep = code_stream.precision > 8 or code_stream.dtype != np.uint8
             except RuntimeError:  # a format nvImageCodec does not read (GIF, ICO, ...)
                 continue
             if deep:
@@ -382,8 +383,7 @@ class NvImageCodecDecoder:
 
     def _to_tensor(self, image: Any, stream: torch.cuda.Stream | None) -> torch.Tensor | None:
         """nvImageCodec's HWC image as a ``[3, H, W]`` view that keeps the image alive (None if unusable)."""
-        nvimgcodec = _module()
-        if image.buffer_kind == nvimgcodec.ImageBufferKind.STRIDED_DEVICE:
+        if image.buffer_kind == self._device_buffer:
             tensor = torch.from_dlpack(image)  # on the current (= decode) stream: no extra synchronisation
         else:
             tensor = torch.from_numpy(np.asarray(image))  # the array's base is the image: kept alive
