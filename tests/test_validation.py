@@ -37,7 +37,7 @@ FLOAT_ARGUMENTS = [
 
 
 @pytest.mark.parametrize("build, name", FLOAT_ARGUMENTS)
-@pytest.mark.parametrize("value", NON_FINITE)
+@pytest.mark.parametrize("value", NON_FINITE, ids=["inf", "-inf", "nan", "1e300", "10**400"])
 def test_non_finite_arguments_raise_naming_the_argument(build, name, value):
     with pytest.raises(ValueError, match=rf"^{name}\b"):
         build(value)
