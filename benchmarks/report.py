@@ -5,7 +5,7 @@ benchmark in ``benchmarks/results/`` (its date, commit, versions, data set, a ta
 chart), then the targets of ``../shared/BENCHMARKS.md`` that those results answer, missed ones
 first and said so. ``--readme README.md`` writes it between the README's performance markers
 (and nowhere else). ``--collect OUT`` first copies ``OUT/results.json``, its charts and the CUDA
-test log into ``benchmarks/results/`` as ``YYYY-MM-DD-<device>-<commit>``.
+test and suite logs into ``benchmarks/results/`` as ``YYYY-MM-DD-<device>-<commit>``.
 """
 
 from __future__ import annotations
@@ -105,6 +105,12 @@ def targets(record: dict) -> list[dict]:
     return checks
 
 
+def _installed(env: dict, package: str) -> str:
+    if package not in env:
+        return "not recorded"
+    return env[package] or "not installed"
+
+
 def _value(check: dict) -> str:
     return "not measured" if check["value"] is None else f"{check['value']:,}"
 
@@ -178,6 +184,22 @@ def _benchmark_section(path: Path, record: dict, benchmark: str) -> list[str]:
     return lines
 
 
+def cuda_tests(path: Path) -> list[str]:
+    """Markdown lines on the CUDA tests run with result file ``path`` (its ``-cuda-tests.log``), or none."""
+    log = path.with_name(f"{path.stem}-cuda-tests.log")
+    if not log.exists():
+        return []
+    lines = log.read_text(errors="replace").splitlines()
+    outcome = next(
+        (line.strip("= ") for line in reversed(lines) if re.search(r"\d+ (passed|failed|skipped)", line)), "no summary"
+    )
+    failed = [line.split(" - ")[0].removeprefix("FAILED ") for line in lines if line.startswith("FAILED ")]
+    text = f"CUDA tests (`pytest -m cuda`, `benchmarks/results/{log.name}`): {outcome}."
+    if failed:
+        text += " Failed: " + ", ".join(f"`{name}`" for name in failed) + "."
+    return [text, ""]
+
+
 def newest_per_device(results_dir: Path = RESULTS) -> dict[str, dict[str, tuple[Path, dict]]]:
     """``{device: {benchmark: (file, record)}}``: for each device, the newest file holding each benchmark."""
     chosen: dict[str, dict[str, tuple[Path, dict]]] = {}
@@ -240,11 +262,13 @@ def render(results_dir: Path = RESULTS) -> str:
                     f"`{check['commit']}` |"
                 )
             sections.append("")
-        env = next(iter(by_benchmark.values()))[1]["env"]
+        newest_path, newest = max(by_benchmark.values(), key=lambda item: (item[1]["env"]["date"], item[0].name))
+        env = newest["env"]
+        sections += cuda_tests(newest_path)
         sections += [
             f"{env['cpu_count']} CPU cores ({env['cpu']}); torch {env['torch']}, torchvision {env['torchvision']}, "
-            f"kornia {env['kornia']}, nvImageCodec {env.get('nvimgcodec') or 'not installed'}, DALI "
-            f"{env['dali'] or 'not installed'}, Python {env['python']} (newest file).",
+            f"kornia {env['kornia']}, nvImageCodec {_installed(env, 'nvimgcodec')}, DALI {_installed(env, 'dali')}, "
+            f"Python {env['python']} (newest file)." + (f" Note: {env['note']}" if env.get("note") else ""),
             "",
         ]
         for benchmark in BENCHMARKS:
@@ -255,7 +279,7 @@ def render(results_dir: Path = RESULTS) -> str:
 
 
 def collect(out: Path, results_dir: Path = RESULTS) -> Path:
-    """Copy a run's results.json (+ charts, + CUDA test log) into ``results_dir`` as ``date-device-commit``."""
+    """Copy a run's results.json (+ charts, + the CUDA test and suite logs) into ``results_dir`` as ``date-device-commit``."""
     record = json.loads((out / "results.json").read_text())
     env = record["env"]
     device = re.sub(r"[^a-z0-9]+", "-", env["device"].lower().replace("nvidia", "")).strip("-")
@@ -265,8 +289,9 @@ def collect(out: Path, results_dir: Path = RESULTS) -> Path:
     shutil.copyfile(out / "results.json", target)
     for chart in out.glob("*.png"):
         shutil.copyfile(chart, results_dir / f"{stem}-{chart.name}")
-    if (out / "cuda-tests.log").exists():
-        shutil.copyfile(out / "cuda-tests.log", results_dir / f"{stem}-cuda-tests.log")
+    for log in ("cuda-tests.log", "suite.log"):
+        if (out / log).exists():
+            shutil.copyfile(out / log, results_dir / f"{stem}-{log}")
     return target
 
 

@@ -249,18 +249,19 @@ def test_collect_and_render_into_a_readme(tmp_path):
     rates.update({("loader-clean", "gpuaug"): 3000, ("loader-clean", "pil-dataloader"): 1000})
     (run / "results.json").write_text(json.dumps(_record("NVIDIA H100 80GB HBM3", rates)))
     (run / "aug.png").write_bytes(b"png")
-    (run / "cuda-tests.log").write_text("1 passed")
+    (run / "cuda-tests.log").write_text("FAILED tests/test_x.py::test_y - assert 0\n=== 1 failed, 2 passed in 3.0s ===\n")
     results = tmp_path / "results"
     saved = report.collect(run, results)
     assert saved.name == "2026-11-27-h100-80gb-hbm3-abc1234.json"
     assert (results / "2026-11-27-h100-80gb-hbm3-abc1234-aug.png").exists()
-    assert (results / "2026-11-27-h100-80gb-hbm3-abc1234-cuda-tests.log").read_text() == "1 passed"
+    assert (results / "2026-11-27-h100-80gb-hbm3-abc1234-cuda-tests.log").read_text().startswith("FAILED")
     cpu = _record("CPU: x", {("train", "synthetic-ceiling"): 100}, date="2026-11-28T10:00:00+00:00", commit="cpu9")
     (results / "cpu.json").write_text(json.dumps(cpu))
     text = report.render(results)
     assert text.index("### NVIDIA H100 80GB HBM3") < text.index("### CPU: x")  # GPU first
     assert "| gpuaug | 123,456 |" in text and "`abc1234`" in text and "`cpu9`" in text
     assert "**2.00x** on the tails set, **3.00x** on the clean set" in text
+    assert "1 failed, 2 passed in 3.0s. Failed: `tests/test_x.py::test_y`." in text
     assert "loader (tails set): gpuaug / pil-dataloader: 2.0 (goal 8.0)" in text  # a missed target, said plainly
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.START}\nold\n{report.END}\nafter\n")
