@@ -161,6 +161,8 @@ class KorniaTransform(T.Transform):
                 f"{type(self.module).__name__} returned {shape} for a batch of {images.shape[0]}; only Kornia modules "
                 "that map an image batch to an image batch of the same length can stand in a gpuaug pipeline"
             )
+        if out.untyped_storage().data_ptr() == images.untyped_storage().data_ptr():
+            out = out.clone()  # Kornia's own ops copy; a plain module (nn.Identity) would hand back the caller's tensor
         return out.to(dtype) if dtype in (torch.float16, torch.bfloat16) else out
 
     def output_sizes(self, info: T.BatchInfo) -> T.BatchInfo:

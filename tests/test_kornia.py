@@ -189,6 +189,15 @@ def test_is_kornia_and_as_transform():
         ga.Compose([ga.Resize(8), "x"])
 
 
+@pytest.mark.parametrize("module", [*_modules(), nn.Identity()], ids=lambda m: type(m).__name__)
+def test_wrapper_never_writes_into_or_returns_its_input(module, images):
+    floats = images.float() / 255
+    before = floats.clone()
+    out = KorniaTransform(module)(floats, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(floats, before)
+    assert out.untyped_storage().data_ptr() != floats.untyped_storage().data_ptr()
+
+
 def test_wrapper_refuses_modules_that_change_the_batch(images):
     class Halve(nn.Module):
         def forward(self, x):
