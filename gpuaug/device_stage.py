@@ -177,6 +177,7 @@ class DeviceStage:
         dtype, channels_last: the batch contract.
         on_error: ``"raise"`` or ``"skip"``; ``skip(path, reason)`` counts a skipped file.
         exif_orientation: apply the EXIF orientation of encoded rows.
+        max_pixels: the pixel limit for images the CPU decodes here (default: the decoder's).
     """
 
     def __init__(
@@ -188,8 +189,10 @@ class DeviceStage:
         channels_last: bool,
         skip: Callable[[str, str], None],
         exif_orientation: bool = False,
+        max_pixels: int | None = None,
     ) -> None:
         self.pipeline, self.device, self.decoder = pipeline, device, decoder
+        self.read_options = {"max_pixels": max_pixels} if max_pixels is not None else {}
         self.dtype, self.channels_last, self.skip = dtype, channels_last, skip
         self.exif_orientation = exif_orientation
         self.timers: list[tuple[Any, Any, Any]] = []  # CUDA events per batch, read at the epoch's end
@@ -267,28 +270,34 @@ class DeviceStage:
         return batch, labels, params
 
     def _decode_encoded(self, host: HostBatch, images: list, regions: torch.Tensor) -> None:
-        """Decode the encoded rows in one batched call; a refused image goes to the CPU decoder."""
+        """Decode the encoded rows in one batched call (nvJPEG: an image it refuses goes to the CPU)."""
         paths = [host.paths[row] for row in host.encoded_rows]
         full = host.sizes[host.encoded_rows]
-        wanted = (
-            G.source_regions(self.pipeline, {key: value[host.encoded_rows] for key, value in host.params.items()}, full)
-            if host.params is not None
-            else torch.cat([torch.zeros_like(full), full], dim=1)
-        )
+        whole = torch.cat([torch.zeros_like(full), full], dim=1)
         if self.decoder == "nvjpeg":
             results = decode_jpegs_cuda(host.encoded, paths, self.device)
-            covered = torch.cat([torch.zeros_like(full), full], dim=1)  # nvJPEG decodes whole images
+            covered = whole
+        elif self.device.type == "cpu" and host.params is not None:
+            # nvImageCodec's CPU codecs decode only the crop box (3.4k against 2.0k img/s whole on
+            # the H200's host); its GPU stages decode whole images anyway (region requests sent
+            # most images to the CPU there), and whole HWC images pack without a copy each.
+            covered = G.source_regions(self.pipeline, {key: value[host.encoded_rows] for key, value in host.params.items()}, full)
+            results = self.decoder.decode(host.encoded, paths, regions=covered, headers=host.headers)
         else:
-            results = self.decoder.decode(host.encoded, paths, regions=wanted, headers=host.headers)
-            covered = wanted
+            results = self.decoder.decode(host.encoded, paths, headers=host.headers)
+            covered = whole
         for position, (row, result) in enumerate(zip(host.encoded_rows, results)):
             if isinstance(result, DecodeError):
+                if self.decoder != "nvjpeg":  # nvImageCodec already tried every decoder, ours last
+                    self.skip(result.path, result.reason)
+                    continue
                 try:
-                    result = decode_cpu(bytes(host.encoded[position].numpy()), host.paths[row]).to(self.device)
+                    data = bytes(host.encoded[position].numpy())
+                    image = decode_cpu(data, paths[position], exif_orientation=self.exif_orientation, **self.read_options)
                 except DecodeError as error:
                     self.skip(error.path, error.reason)
                     continue
-                covered[position] = torch.tensor([0, 0, *result.shape[-2:]])
+                result = image.to(self.device)
             elif self.decoder == "nvjpeg":
                 result = apply_orientation(result, host.orientations[position])
             images[row] = result

@@ -441,7 +441,14 @@ class GPULoader:
         self._seeded.epoch_seed = epoch_seed
         self.stats = stats = LoaderStats(decoder=self.decoder_name)
         stage = DeviceStage(
-            self._pipeline, self.device, self._decoder, self.dtype, self.channels_last, self._skip, self.exif_orientation
+            self._pipeline,
+            self.device,
+            self._decoder,
+            self.dtype,
+            self.channels_last,
+            self._skip,
+            self.exif_orientation,
+            self._max_image_pixels,
         )
         started = time.perf_counter()
         pin = self.pin_memory and self.device.type == "cpu" and torch.cuda.is_available()
