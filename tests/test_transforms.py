@@ -362,3 +362,265 @@ def test_repr_round_trips_through_the_parser():
         text = repr(transform).replace("torch.", "")
         assert repr(parse_transform(text)) == repr(transform)
     assert math.isclose(ga.RandomResizedCrop(8).ratio[1], 4 / 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# PackedBatch: one buffer, per-image layout, the same augmentation as the list it packs
+# ----------------------------------------------------------------------------------------------
+def test_packed_batch_keeps_each_layout_and_round_trips(photo_list):
+    import pickle
+
+    from gpuaug.packed import PackedBatch
+
+    images = [photo_list[0], photo_list[1].permute(1, 2, 0).contiguous().permute(2, 0, 1), photo_list[2][:, 1:, 2:]]
+    packed = PackedBatch.from_images(images)
+    assert packed.data.ndim == 1 and packed.data.numel() == sum(image.numel() for image in images)
+    height, width = images[1].shape[1:]
+    assert packed.strides[1].tolist() == [1, 3 * width, 3] and packed.strides[0].tolist() == [
+        images[0][0].numel(),
+        images[0].shape[2],
+        1,
+    ]
+    assert len(packed) == 3 and packed.sizes == tuple(tuple(image.shape[1:]) for image in images)
+    for index, image in enumerate(images):
+        assert torch.equal(packed.image(index), image) and torch.equal(packed.unpack()[index], image)
+    again = pickle.loads(pickle.dumps(packed))
+    assert again.sizes == packed.sizes and all(torch.equal(a, b) for a, b in zip(again.unpack(), images))
+    empty = PackedBatch.empty([(4, 5), (2, 3)], "cpu", layout="chw")
+    assert empty.data.numel() == 3 * (20 + 6) and empty.image(1).shape == (3, 2, 3) and empty.image(1).is_contiguous()
+    assert PackedBatch.empty([(4, 5)], "cpu").image(0).permute(1, 2, 0).is_contiguous()  # hwc by default
+
+
+def test_packed_batch_refuses_bad_descriptions():
+    from gpuaug.packed import PackedBatch
+
+    with pytest.raises(ValueError, match="uint8"):
+        PackedBatch.from_images([torch.zeros(3, 4, 4)])
+    with pytest.raises(ValueError, match=r"\[3, H, W\]"):
+        PackedBatch.from_images([torch.zeros(1, 4, 4, dtype=torch.uint8)])
+    with pytest.raises(ValueError, match="layout"):
+        PackedBatch.empty([(2, 2)], "cpu", layout="nhwc")
+    good = PackedBatch.empty([(4, 5)], "cpu")
+    with pytest.raises(ValueError, match="outside data"):  # the kernels would read past the buffer
+        PackedBatch(good.data[:-1], good.offsets, good.heights, good.widths, good.strides, good.sizes)
+    with pytest.raises(ValueError, match="sizes"):
+        PackedBatch(good.data, good.offsets, good.heights, good.widths, good.strides, ((5, 4),))
+
+
+def test_compose_on_a_packed_batch_equals_the_list(photo_list):
+    from gpuaug.packed import PackedBatch
+
+    images = [
+        image if index % 2 else image.permute(1, 2, 0).contiguous().permute(2, 0, 1) for index, image in enumerate(photo_list)
+    ]
+    packed = PackedBatch.from_images(images)
+    augment = ga.Compose(
+        [ga.RandomResizedCrop(48), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4), ga.ToDtype(torch.float32)]
+    )
+    params = augment.make_params(packed, generator(30))
+    listed = augment.make_params(images, generator(30))
+    assert params.keys() == listed.keys() and all(torch.equal(params[key], listed[key]) for key in params)
+    assert torch.equal(augment(packed, params=params), augment(images, params=params))
+    assert torch.equal(augment(packed, generator=generator(30)), augment(images, params=params))
+
+
+# ----------------------------------------------------------------------------------------------
+# Each transform describes its part of the fused pass
+# ----------------------------------------------------------------------------------------------
+def test_fused_prefix_follows_the_roles():
+    def fused(*transforms):
+        return ga.Compose(list(transforms))._fused_count
+
+    crop, flip, jitter = ga.RandomResizedCrop(8), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4)
+    normalize = ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)
+    assert fused(flip, crop, ga.RandomVerticalFlip(), jitter, ga.RandomGrayscale(), ga.ToDtype(torch.float16), normalize) == 7
+    assert fused(ga.Resize(10), ga.CenterCrop(8), normalize) == 3
+    assert fused(ga.Resize((10, 12)), jitter) == 1  # a jitter without a float tail keeps torchvision's op-by-op path
+    assert fused(ga.Resize(10)) == 0  # sizes still differ: no batch to write
+    assert fused(ga.ColorJitter(0.4, hue=0.1), normalize) == 0  # HSV hue: its own pass
+    assert fused(jitter, normalize) == 2 and fused(flip) == 0
+    assert ga.Compose([crop, jitter, normalize], backend="torch")._fused_count == 0
+    with pytest.raises(ValueError, match="backend"):
+        ga.Compose([crop], backend="cuda")
+
+
+def test_a_new_op_joins_the_fused_pass_by_describing_itself(photo_batch):
+    """No planner edit: a transform with a role and a ``contribute`` is fused like the built-in ones."""
+
+    class InvertedGrayscale(ga.Transform):  # a toy op: gray where the mask is *not* set
+        fusion = "gray"
+
+        def _make_params(self, info, generator):
+            return {"keep": torch.rand(info.batch, generator=generator) < 0.5}
+
+        def apply(self, images, params):
+            return F.rgb_to_grayscale(images, ~params["keep"])
+
+        def contribute(self, ops, params):
+            ops.gray(~params["keep"])
+
+    transforms = [ga.RandomHorizontalFlip(), InvertedGrayscale(), ga.ToDtype(torch.float32)]
+    fused, exact = ga.Compose(transforms), ga.Compose(transforms, fuse=False)
+    assert fused._stages == [("color", [0, 1, 2])]
+    params = fused.make_params(photo_batch, generator(31))
+    source = photo_batch.float() / 255
+    torch.testing.assert_close(fused(source, params=params), exact(source, params=params), atol=2e-5, rtol=0)
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry protocol: what the first geometric op reads (the loader decodes only that)
+# ----------------------------------------------------------------------------------------------
+def _old_reduction_limit(transform, params, row, height, width):
+    """The loader's ``_reduction_limit`` before the protocol (commit ce2a6ce), as the reference."""
+    position = transform.first_geometric()
+    step = transform.transforms[position] if position is not None else None
+    if isinstance(step, ga.RandomResizedCrop):
+        _, _, box_height, box_width = params[f"{position}.boxes"][row].tolist()
+        return min(box_height / step.size[0], box_width / step.size[1])
+    if isinstance(step, ga.Resize):
+        resized_height, resized_width = F.resize_output_size(height, width, step.size)
+        return min(height / resized_height, width / resized_width)
+    return 1.0
+
+
+def _old_rescale_boxes(position, params, full, decoded):
+    """The loader's ``_rescale_boxes`` before the protocol (commit ce2a6ce), as the reference."""
+    scale = decoded.double() / full.double()
+    top, left, height, width = params[f"{position}.boxes"].double().unbind(1)
+    new_top, new_left = torch.floor(top * scale[:, 0]), torch.floor(left * scale[:, 1])
+    new_height = torch.clamp(torch.minimum(torch.round(height * scale[:, 0]), decoded[:, 0] - new_top), min=1)
+    new_width = torch.clamp(torch.minimum(torch.round(width * scale[:, 1]), decoded[:, 1] - new_left), min=1)
+    return torch.stack([new_top, new_left, new_height, new_width], dim=1).to(torch.int64)
+
+
+def test_first_geometric_position():
+    flip, crop = ga.RandomHorizontalFlip(), ga.RandomResizedCrop(8)
+    assert ga.Compose([flip, ga.RandomVerticalFlip(), crop]).first_geometric() == 2
+    assert ga.Compose([ga.Resize(8), crop]).first_geometric() == 0
+    assert ga.Compose([ga.CenterCrop(8)]).first_geometric() == 0
+    assert ga.Compose([ga.ColorJitter(0.2), crop]).first_geometric() is None
+    assert ga.Compose([flip]).first_geometric() is None and ga.Compose([]).first_geometric() is None
+
+
+def test_source_regions_and_reduction_limits_match_the_loaders_rules(photo_list):
+    sizes = torch.tensor([tuple(image.shape[1:]) for image in photo_list])
+    for transforms in (
+        [ga.RandomResizedCrop(32)],
+        [ga.Resize(40)],
+        [ga.Resize((30, 50))],
+        [ga.CenterCrop(90)],
+        [ga.ColorJitter(0.1)],
+    ):
+        compose = ga.Compose(transforms + [ga.ToDtype(torch.float32)])
+        params = compose.make_params(photo_list, generator(32))
+        limits = compose.reduction_limit(params, sizes)
+        assert limits.dtype == torch.float64 and limits.shape == (12,)
+        old = [max(1.0, _old_reduction_limit(compose, params, row, *size)) for row, size in enumerate(sizes.tolist())]
+        assert limits.tolist() == old
+        regions = compose.source_regions(params, sizes)
+        assert regions.dtype == torch.int64 and regions.shape == (12, 4)
+        if isinstance(transforms[0], ga.RandomResizedCrop):
+            assert torch.equal(regions, params["0.boxes"])
+        elif isinstance(transforms[0], ga.CenterCrop):  # the crop clipped to the image, torchvision's anchor
+            for region, image in zip(regions.tolist(), photo_list):
+                top, left, height, width = region
+                pad_top, pad_left = max(0, (90 - image.shape[1]) // 2), max(0, (90 - image.shape[2]) // 2)
+                cropped = F.center_crop(image.unsqueeze(0), (90, 90))[0]
+                inside = cropped[:, pad_top : pad_top + height, pad_left : pad_left + width]
+                assert torch.equal(image[:, top : top + height, left : left + width], inside)
+                assert height == min(90, image.shape[1]) and width == min(90, image.shape[2])
+        else:
+            assert regions[:, :2].eq(0).all() and torch.equal(regions[:, 2:], sizes)
+
+
+def test_rebase_whole_image_equals_the_old_rescale():
+    compose = ga.Compose([ga.RandomResizedCrop(16), ga.RandomHorizontalFlip()])
+    full = torch.tensor([[300, 400], [97, 61], [500, 333], [1, 1]])
+    images = [torch.zeros(3, h, w, dtype=torch.uint8) for h, w in full.tolist()]
+    params = compose.make_params(images, generator(33))
+    decoded = torch.div(full + 7, 8, rounding_mode="floor")  # a 1/8 DCT decode rounds up
+    whole = torch.cat([torch.zeros_like(full), full], 1)
+    rebased = compose.rebase(params, whole, decoded)
+    assert torch.equal(rebased["0.boxes"], _old_rescale_boxes(0, params, full, decoded))
+    assert torch.equal(rebased["1.flip"], params["1.flip"])
+    assert ga.Compose([ga.Resize(16)]).rebase({}, torch.tensor([[0, 0, 5, 5]]), torch.tensor([[2, 2]])) == {}
+
+
+@pytest.mark.parametrize("before", [[], [ga.RandomHorizontalFlip()], [ga.RandomHorizontalFlip(), ga.RandomVerticalFlip()]])
+def test_region_decode_equals_decode_full_then_crop(photo_list, before):
+    """Decoding only source_regions() and rebasing the params gives exactly the full-decode result."""
+    compose = ga.Compose([*before, ga.RandomResizedCrop(24), ga.RandomHorizontalFlip(), ga.ToDtype(torch.float32)])
+    sizes = torch.tensor([tuple(image.shape[1:]) for image in photo_list])
+    params = compose.make_params(photo_list, generator(34))
+    regions = compose.source_regions(params, sizes)
+    crops = [
+        image[:, top : top + height, left : left + width]
+        for image, (top, left, height, width) in zip(photo_list, regions.tolist())
+    ]
+    rebased = compose.rebase(params, regions, regions[:, 2:])
+    assert torch.equal(compose(crops, params=rebased), compose(photo_list, params=params))
+    # the same with the full sizes given (any region containing the box)
+    assert torch.equal(
+        compose.rebase(params, regions, regions[:, 2:], sizes=sizes)[f"{len(before)}.boxes"], rebased[f"{len(before)}.boxes"]
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Lists that stay ragged, fixed-size resizes, dtypes (issue 12: "Also", #13; issue 9 item 4)
+# ----------------------------------------------------------------------------------------------
+RAGGED_TAILS = [
+    [],
+    [ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)],
+    [ga.ColorJitter(0.4, 0.4, 0.4)],
+    [ga.RandomGrayscale(0.5)],
+    [ga.ToDtype(torch.float32), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)],
+]
+
+
+@pytest.mark.parametrize("tail", RAGGED_TAILS, ids=lambda tail: "+".join(type(t).__name__ for t in tail) or "alone")
+@pytest.mark.parametrize("flip_first", [False, True])
+def test_shorter_side_resize_on_a_list_gives_a_list(photo_list, tail, flip_first):
+    transforms = ([ga.RandomHorizontalFlip()] if flip_first else []) + [ga.Resize(50)] + tail
+    compose = ga.Compose(transforms)
+    images = photo_list[:4]
+    params = compose.make_params(images, generator(35))
+    out = compose(images, params=params)
+    assert isinstance(out, list) and len(out) == 4
+    for row, (image, result) in enumerate(zip(images, out)):
+        assert result.shape[1:] == F.resize_output_size(*image.shape[1:], (50,))
+        own = {key: value[row : row + 1] for key, value in params.items()}
+        torch.testing.assert_close(result, compose(torch.unsqueeze(image, 0), params=own)[0], atol=1e-6, rtol=0)
+
+
+def test_fixed_size_resize_on_a_list_gives_a_batch(photo_list):
+    for transforms in (
+        [ga.Resize((64, 64))],
+        [ga.Resize((64, 64)), ga.ToDtype(torch.float32)],
+        [ga.RandomHorizontalFlip(), ga.Resize((64, 48)), ga.Normalize([0.5], [0.5])],
+    ):
+        compose = ga.Compose(transforms)
+        out = compose(photo_list)
+        assert isinstance(out, torch.Tensor) and out.shape[:2] == (12, 3) and out.shape[2:] in ((64, 64), (64, 48))
+        # the loader calls apply with its params directly
+        assert torch.equal(
+            compose.apply(photo_list, compose.make_params(photo_list, generator(36))),
+            compose(photo_list, generator=generator(36)),
+        )
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("fuse", [True, False])
+def test_color_jitter_keeps_half_dtypes(photo_batch, dtype, fuse):
+    images = (photo_batch[:4].float() / 255).to(dtype)
+    for jitter in (
+        ga.ColorJitter(0.4, 0.4, 0.4),
+        ga.ColorJitter(0.4, 0.4, 0.4, 0.1),
+        ga.ColorJitter(0.4, 0.4, 0.4, 0.1, hue_mode="yiq"),
+    ):
+        assert jitter(images, generator=generator(37)).dtype == dtype
+        for tail in ([], [ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]):
+            out = ga.Compose([jitter, *tail], fuse=fuse)(images, generator=generator(37))
+            assert out.dtype == dtype
+    exact = ga.ColorJitter(0.4, 0.4, 0.4)(images.float(), generator=generator(38))
+    half = ga.ColorJitter(0.4, 0.4, 0.4)(images, generator=generator(38))
+    assert (half.float() - exact).abs().max() < 0.02  # the same draws, in the coarser format
