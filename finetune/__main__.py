@@ -7,7 +7,29 @@ import json
 import sys
 from pathlib import Path
 
-from finetune.config import Config, ConfigError, build_parser, from_args, validate
+from finetune.config import Config, ConfigError, RunError, build_parser, from_args, validate
+
+
+def saved_config(folder: Path) -> Config:
+    """The config a run saved in ``folder/config.json``; ``ConfigError`` naming the file if it is not one."""
+    path = folder / "config.json"
+    try:
+        text = path.read_bytes()
+    except OSError as error:
+        raise ConfigError(f"--resume {folder}: cannot read {path} ({error.strerror})") from None
+    if not text.strip():
+        raise ConfigError(f"--resume {folder}: {path} is empty; restore it or start a new run")
+    try:
+        resolved = json.loads(text)
+    except ValueError as error:  # not JSON (e.g. cut short), or not UTF-8
+        raise ConfigError(f"--resume {folder}: {path} is not valid JSON ({error})") from None
+    if not isinstance(resolved, dict):
+        raise ConfigError(f"--resume {folder}: {path} holds a JSON {type(resolved).__name__}, not the run's config object")
+    saved = {item.name: resolved[item.name] for item in dataclasses.fields(Config) if item.name in resolved}
+    try:
+        return validate(Config(**saved))
+    except ConfigError as error:
+        raise ConfigError(f"--resume {folder}: {path}: {error}") from None
 
 
 def resolve(argv: list[str] | None) -> Config:
@@ -19,10 +41,8 @@ def resolve(argv: list[str] | None) -> Config:
     if not (folder / "checkpoint.pt").is_file() or not (folder / "config.json").is_file():
         raise ConfigError(f"--resume {config.resume}: no checkpoint.pt and config.json there")
     # the run's config.json (written before its first epoch), not the checkpoint: run() loads that once
-    resolved = json.loads((folder / "config.json").read_text())
-    saved = {item.name: resolved[item.name] for item in dataclasses.fields(Config) if item.name in resolved}
     given = vars(build_parser().parse_args(argv))
-    return validate(dataclasses.replace(Config(**saved), **given))
+    return validate(dataclasses.replace(saved_config(folder), **given))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -34,6 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except RunError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("interrupted; the last finished epoch's checkpoint is kept", file=sys.stderr)
         return 130

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 from dataclasses import dataclass, field, fields
 
 MODELS = ("resnet18", "resnet34", "resnet50")
@@ -72,8 +73,43 @@ class ConfigError(ValueError):
     """A user mistake in the configuration: exit status 2 and one line."""
 
 
+class RunError(RuntimeError):
+    """A run that cannot go on through no bug of ours (a full disk, a loss that is not finite): exit status 1, one line."""
+
+
+MAX_IMAGE_SIZE = 4096  # a batch of 128 float32 4096x4096 crops is already 26 GB; 100000 would ask for ~15 TB
+MAX_SEED = 2**63 - 1  # torch.Generator.manual_seed's range on every version
+
+
+def flag(name: str) -> str:
+    """The command-line flag of a ``Config`` field: ``--batch-size`` for ``batch_size``."""
+    return "--" + name.replace("_", "-")
+
+
+def _type_ok(value, kind: str) -> bool:
+    # ``kind`` is the field's annotation as written (``from __future__ import annotations``); bool is an int
+    # in Python, so it is refused where a number is expected (a config.json saying "epochs": true)
+    if kind == "bool":
+        return isinstance(value, bool)
+    if kind == "int":
+        return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "float":
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if kind == "str | None":
+        return value is None or isinstance(value, str)
+    return isinstance(value, str)
+
+
 def validate(config: Config) -> Config:
-    """Check values argparse cannot; raise ``ConfigError`` naming the flag."""
+    """Check the types and ranges argparse cannot; raise ``ConfigError`` naming the flag.
+
+    Example: ``validate(Config(lr=float("inf")))`` raises ``ConfigError("--lr must be a finite number > 0, got inf")``.
+    """
+    for item in fields(Config):
+        value = getattr(config, item.name)
+        if not _type_ok(value, str(item.type)):
+            raise ConfigError(f"{flag(item.name)} must be of type {item.type}, got {value!r}")
+    finite = math.isfinite
     checks = [
         (config.model in MODELS, f"--model must be one of {', '.join(MODELS)}, got {config.model!r}"),
         (config.loader in LOADERS, f"--loader must be one of {', '.join(LOADERS)}, got {config.loader!r}"),
@@ -82,10 +118,27 @@ def validate(config: Config) -> Config:
         (config.epochs >= 1, f"--epochs must be >= 1, got {config.epochs}"),
         (config.batch_size >= 1, f"--batch-size must be >= 1, got {config.batch_size}"),
         (config.accum_steps >= 1, f"--accum-steps must be >= 1, got {config.accum_steps}"),
-        (config.lr > 0, f"--lr must be > 0, got {config.lr}"),
-        (config.image_size >= 16, f"--image-size must be >= 16, got {config.image_size}"),
+        (finite(config.lr) and config.lr > 0, f"--lr must be a finite number > 0, got {config.lr}"),
+        (
+            finite(config.head_lr_mult) and config.head_lr_mult > 0,
+            f"--head-lr-mult must be a finite number > 0, got {config.head_lr_mult}",
+        ),
+        (0 <= config.momentum < 1, f"--momentum must be in [0, 1), got {config.momentum}"),
+        (
+            finite(config.weight_decay) and config.weight_decay >= 0,
+            f"--weight-decay must be a finite number >= 0, got {config.weight_decay}",
+        ),
+        (
+            16 <= config.image_size <= MAX_IMAGE_SIZE,
+            f"--image-size must be in [16, {MAX_IMAGE_SIZE}], got {config.image_size}",
+        ),
         (config.workers >= 0, f"--workers must be >= 0, got {config.workers}"),
-        (config.warmup_epochs >= 0, f"--warmup-epochs must be >= 0, got {config.warmup_epochs}"),
+        (
+            finite(config.warmup_epochs) and config.warmup_epochs >= 0,
+            f"--warmup-epochs must be a finite number >= 0, got {config.warmup_epochs}",
+        ),
+        (0 <= config.seed <= MAX_SEED, f"--seed must be in [0, 2**63 - 1], got {config.seed}"),
+        (config.out != "", "--out must name a folder, got an empty string"),
     ]
     for ok, message in checks:
         if not ok:
@@ -93,22 +146,28 @@ def validate(config: Config) -> Config:
     return config
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad flag is one line (``ConfigError``), not the 30-line usage text and ``SystemExit``."""
+
+    def error(self, message: str):
+        raise ConfigError(f"{message} (see python -m finetune --help)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """One flag per ``Config`` field (``--batch-size`` for ``batch_size``); booleans get ``--no-...``."""
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="python -m finetune",
         description="Fine-tune an ImageNet ResNet on an ImageFolder (the d2l hotdog recipe), fed by gpuaug. "
         "Without --data, a small built-in demo.",
         argument_default=argparse.SUPPRESS,
     )
     for item in fields(Config):
-        flag = "--" + item.name.replace("_", "-")
         text = f"{item.metadata['help']} (default: {item.default})"
         if item.type in ("bool", bool):
-            parser.add_argument(flag, action=argparse.BooleanOptionalAction, help=text)
+            parser.add_argument(flag(item.name), action=argparse.BooleanOptionalAction, help=text)
         else:
             kind = {"int": int, "float": float}.get(str(item.type), str)
-            parser.add_argument(flag, type=kind, metavar=item.name.upper(), help=text)
+            parser.add_argument(flag(item.name), type=kind, metavar=item.name.upper(), help=text)
     return parser
 
 
