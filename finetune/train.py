@@ -8,13 +8,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import math
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import torch
 import torch.distributed as dist
@@ -23,10 +25,12 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 import gpuaug as ga
 from finetune import demo
-from finetune.config import Config, ConfigError
+from finetune.config import Config, ConfigError, RunError
 from finetune.model import build_model, parameter_groups, pretrained_available
 
 CHECKPOINT = "checkpoint.pt"
+METRICS = "metrics.jsonl"
+CHECK_LOSS_EVERY = 50  # steps between reads of the running loss (one host sync each) to stop a diverged run early
 
 
 # ================================================================================================
@@ -83,8 +87,9 @@ def find_splits(root: Path) -> tuple[Path, Path, list[str]]:
         raise ConfigError(f"--data {root}: no test/ or val/ folder next to train/")
     train_classes = sorted(entry.name for entry in train.iterdir() if entry.is_dir())
     test_classes = sorted(entry.name for entry in test.iterdir() if entry.is_dir())
-    if not train_classes:
-        raise ConfigError(f"--data {root}: train/ has no class folders")
+    if len(train_classes) < 2:
+        found = f"one class folder ({train_classes[0]})" if train_classes else "no class folders"
+        raise ConfigError(f"--data {root}: train/ has {found}; a classifier needs at least 2 classes, one folder each")
     if train_classes != test_classes:
         only_train = sorted(set(train_classes) - set(test_classes))
         only_test = sorted(set(test_classes) - set(train_classes))
@@ -211,18 +216,108 @@ def make_schedule(optimizer: torch.optim.Optimizer, config: Config, steps_per_ep
 # ================================================================================================
 # Checkpoint
 # ================================================================================================
+def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
+    """Write ``path`` through ``path.tmp`` beside it, then ``os.replace``: a crash leaves the old file whole.
+
+    Args:
+        path: the file to (re)write.
+        write: writes the whole content into the open binary file it is given.
+
+    Raises:
+        RunError: the file system refused (e.g. the disk is full); the ``.tmp`` is removed, the old file kept.
+
+    Example: ``write_atomically(Path("run/metrics.jsonl"), lambda file: file.write(b"{}\\n"))``
+    """
+    temporary = path.with_name(path.name + ".tmp")
+    try:
+        # through a Python file object: a full disk raises OSError(ENOSPC) here, where torch.save(state, path)
+        # says "inline_container.cc ... unexpected pos"
+        with open(temporary, "wb") as file:
+            write(file)
+            file.flush()
+            os.fsync(file.fileno())  # the bytes on disk before the name points at them
+        os.replace(temporary, path)
+    except BaseException as error:  # KeyboardInterrupt included: no half-written .tmp left behind
+        temporary.unlink(missing_ok=True)
+        if not isinstance(error, OSError):
+            raise
+        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        hint = "; free some space and resume with --resume" if error.errno == errno.ENOSPC else ""
+        raise RunError(f"cannot write {path}: {error.strerror or error}; {kept}{hint}") from None
+
+
 def save_checkpoint(path: Path, state: dict) -> None:
-    """Write atomically: a temporary file in the same folder, then ``os.replace``."""
-    temporary = path.with_suffix(".pt.tmp")
-    torch.save(state, temporary)
-    os.replace(temporary, path)
+    """``torch.save`` through :func:`write_atomically`; ``RunError`` (old checkpoint intact) if the disk is full."""
+    write_atomically(path, lambda file: torch.save(state, file))
+
+
+def write_metrics(path: Path, rows: list[dict]) -> None:
+    """Rewrite ``metrics.jsonl`` whole (one JSON line per epoch), atomically: it always matches a checkpoint."""
+    write_atomically(path, lambda file: file.write("".join(json.dumps(row) + "\n" for row in rows).encode()))
+
+
+CHECKPOINT_KEYS = ("epoch", "model", "optimizer", "scheduler", "scaler", "rng")
 
 
 def load_checkpoint(folder: Path) -> dict:
+    """``folder/checkpoint.pt`` as written by :func:`save_checkpoint`; ``ConfigError`` naming the file otherwise.
+
+    Loaded with ``weights_only=True``: a checkpoint is tensors, numbers, strings, lists and dicts, and a
+    garbage or hostile file must not run code while it is read.
+    """
     path = folder / CHECKPOINT
     if not path.is_file():
         raise ConfigError(f"--resume {folder}: no {CHECKPOINT} there")
-    return torch.load(path, map_location="cpu", weights_only=False)  # our own file: configs and RNG states
+    advice = "restore it, or start a new run without --resume"
+    if path.stat().st_size == 0:
+        raise ConfigError(f"--resume {folder}: {path} is empty; {advice}")
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - cut short (RuntimeError from the zip reader), garbage (UnpicklingError), ...
+        raise ConfigError(
+            f"--resume {folder}: {path} is not a readable checkpoint, truncated or corrupt ({type(error).__name__}); {advice}"
+        ) from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
+    if missing:
+        raise ConfigError(f"--resume {folder}: {path} is not a finetune checkpoint (no {', '.join(missing)}); {advice}")
+    epoch = checkpoint["epoch"]
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+        raise ConfigError(f"--resume {folder}: {path} holds an invalid epoch {epoch!r}; {advice}")
+    return checkpoint
+
+
+def restore(checkpoint: dict, path: Path, module, optimizer, scheduler, scaler, generator, runtime: Runtime) -> None:
+    """Load every state of ``checkpoint`` into the run's objects; ``ConfigError`` naming ``path`` if one does not fit."""
+    try:
+        module.load_state_dict(checkpoint["model"])
+        optimizer.load_state_dict(checkpoint["optimizer"])
+        scheduler.load_state_dict(checkpoint["scheduler"])
+        scaler.load_state_dict(checkpoint["scaler"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        generator.set_state(checkpoint["rng"]["loader"])
+        if runtime.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], runtime.device)
+    except (KeyError, TypeError, ValueError, RuntimeError, AttributeError) as error:
+        detail = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+        raise ConfigError(f"--resume: {path} does not fit this run ({detail[:160]})") from None
+
+
+def resumed_metrics(checkpoint: dict, metrics_path: Path) -> list[dict]:
+    """The metric rows of the checkpoint's epochs: kept in the checkpoint; for older checkpoints, read from
+    ``metrics.jsonl`` up to the checkpoint's epoch (a crash between the two writes left one row too many)."""
+    last = checkpoint["epoch"] + 1
+    if isinstance(checkpoint.get("metrics"), list):
+        return checkpoint["metrics"]
+    by_epoch: dict[int, dict] = {}
+    if metrics_path.is_file():
+        for line in metrics_path.read_text(errors="replace").splitlines():
+            try:
+                row = json.loads(line)
+            except ValueError:
+                continue  # a line cut short
+            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= last:
+                by_epoch[row["epoch"]] = row  # an epoch written twice by an earlier resume: the later row
+    return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
 
 # ================================================================================================
@@ -263,6 +358,8 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, criterion, config: 
         totals += torch.stack([loss.detach().double() * len(labels), (logits.argmax(1) == labels).sum().double()])
         images_seen += len(labels)
         step += 1
+        if step % CHECK_LOSS_EVERY == 0:  # all ranks at the same step: the all-reduce keeps them in step
+            check_finite(all_sum(totals[:1].clone(), runtime).item(), step, config)
         if bar is not None:
             bar.update(1)
             if step % 5 == 0 or step == steps:  # reading the loss syncs: only now and then
@@ -276,6 +373,7 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, criterion, config: 
     seconds = time.perf_counter() - started
     host = torch.tensor([images_seen, waited], dtype=torch.float64, device=runtime.device)
     loss_sum, correct, count, waits = all_sum(torch.cat([totals, host]), runtime).tolist()
+    check_finite(loss_sum, step, config)
     waits /= runtime.world
     return {
         "train_loss": loss_sum / count,
@@ -285,6 +383,16 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, criterion, config: 
         "seconds": seconds,
         "train_images": int(count),
     }
+
+
+def check_finite(loss_sum: float, step: int, config: Config) -> None:
+    """``RunError`` once the summed training loss is NaN or infinite: the run diverged, and every step after
+    that would train NaN weights (and exit 0). The last finite epoch's checkpoint stays as it was."""
+    if not math.isfinite(loss_sum):
+        raise RunError(
+            f"the training loss is not finite ({loss_sum}) by step {step} of the epoch: the run diverged at --lr {config.lr}; "
+            "lower --lr (or add --warmup-epochs); the checkpoint of the last finished epoch, if any, is kept"
+        )
 
 
 @torch.no_grad()
@@ -348,6 +456,13 @@ def run(config: Config, say=print) -> dict:
     """Train as ``config`` says; return the last epoch's metrics (plus the data this rank saw)."""
     runtime = setup(config)
     out = Path(config.resume or config.out)
+    if out.exists() and not out.is_dir():  # every rank sees it: none waits for a rank that stopped
+        raise ConfigError(f"{'--resume' if config.resume else '--out'} {out}: is a file, not a folder")
+    if runtime.main:  # before the data and the model: a folder that cannot be made fails in a second, not after them
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
     checkpoint = load_checkpoint(out) if config.resume else None
     torch.manual_seed(config.seed)
 
@@ -392,23 +507,23 @@ def run(config: Config, say=print) -> dict:
     criterion = nn.CrossEntropyLoss()
 
     # --- checkpoint -----------------------------------------------------------------------------
-    start_epoch = 0
+    # metrics.jsonl is rewritten whole after each checkpoint, from the rows the checkpoint carries: a crash
+    # between the two writes (or during either) can never leave an epoch in one and not the other
+    start_epoch, history = 0, []
+    metrics_path = out / METRICS
     if checkpoint is not None:
-        module.load_state_dict(checkpoint["model"])
-        optimizer.load_state_dict(checkpoint["optimizer"])
-        scheduler.load_state_dict(checkpoint["scheduler"])
-        scaler.load_state_dict(checkpoint["scaler"])
-        torch.set_rng_state(checkpoint["rng"]["torch"])
-        generator.set_state(checkpoint["rng"]["loader"])
-        if runtime.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], runtime.device)
+        saved_classes = checkpoint.get("classes", classes)
+        if saved_classes != classes:
+            raise ConfigError(f"--resume: {out / CHECKPOINT} was trained on classes {saved_classes}, --data has {classes}")
+        restore(checkpoint, out / CHECKPOINT, module, optimizer, scheduler, scaler, generator, runtime)
         start_epoch = checkpoint["epoch"] + 1
+        history = resumed_metrics(checkpoint, metrics_path)
         if runtime.main:
             say(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
-    metrics_path = out / "metrics.jsonl"
     if runtime.main:
-        out.mkdir(parents=True, exist_ok=True)
-        if checkpoint is None and metrics_path.exists():
+        if checkpoint is not None:
+            write_metrics(metrics_path, history)
+        elif metrics_path.exists():
             metrics_path.unlink()
         resolved = {
             **dataclasses.asdict(config),
@@ -422,7 +537,7 @@ def run(config: Config, say=print) -> dict:
             "effective_lr": lr,
             "versions": versions(),
         }
-        (out / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        write_atomically(out / "config.json", lambda file: file.write((json.dumps(resolved, indent=2) + "\n").encode()))
 
     # --- the loop -------------------------------------------------------------------------------
     show_bar = runtime.main and not config.quiet and sys.stderr.isatty()
@@ -445,9 +560,8 @@ def run(config: Config, say=print) -> dict:
             bar.close()
         test_acc = evaluate(model, test_loader, runtime)
         metrics = {"epoch": epoch + 1, **result, "test_acc": test_acc, "lr": optimizer.param_groups[-1]["lr"]}
-        if runtime.main:  # metrics and checkpoint first: whatever happens next, this epoch is kept
-            with metrics_path.open("a") as file:
-                file.write(json.dumps(metrics) + "\n")
+        history.append(metrics)
+        if runtime.main:  # checkpoint, then metrics (and before anything else): whatever happens next, this epoch is kept
             save_checkpoint(
                 out / CHECKPOINT,
                 {
@@ -458,6 +572,7 @@ def run(config: Config, say=print) -> dict:
                     "scaler": scaler.state_dict(),
                     "config": dataclasses.asdict(config),
                     "classes": classes,
+                    "metrics": history,
                     "rng": {
                         "torch": torch.get_rng_state(),
                         "loader": generator.get_state(),
@@ -465,6 +580,7 @@ def run(config: Config, say=print) -> dict:
                     },
                 },
             )
+            write_metrics(metrics_path, history)
             plot_curves(metrics_path, out / "curves.png")
             say(
                 f"epoch {epoch + 1}/{config.epochs}: loss {metrics['train_loss']:.3f}, train acc {metrics['train_acc']:.3f}, "

@@ -1,9 +1,13 @@
-"""finetune: learning, learning-rate groups, AMP wiring, resume, DDP on gloo, bad arguments, the demo data."""
+"""finetune: learning, learning-rate groups, AMP wiring, resume, DDP on gloo, bad arguments, damaged run folders, crashes
+and full disks at a checkpoint, diverging runs, the demo data."""
 
 from __future__ import annotations
 
 import dataclasses
+import errno
 import json
+import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -16,7 +20,7 @@ import torch.multiprocessing as mp
 from PIL import Image
 
 import gpuaug as ga
-from finetune import demo
+from finetune import demo, train
 from finetune.__main__ import main
 from finetune.config import Config, from_args
 from finetune.model import build_model, parameter_groups
@@ -186,14 +190,32 @@ def test_two_process_gloo_ddp(tinted, tmp_path):
         (["--data", "{tinted}", "--weights", "{notweights}"], "not a loadable state_dict"),
         (["--data", "{tinted}", "--epochs", "0"], "--epochs"),
         (["--resume", "{missing}"], "no checkpoint.pt"),
+        # values no run can use: refused before any data is read, the flag named
+        (["--data", "{tinted}", "--weight-decay", "-1"], "--weight-decay must be a finite number >= 0, got -1.0"),
+        (["--data", "{tinted}", "--warmup-epochs", "inf"], "--warmup-epochs must be a finite number >= 0, got inf"),
+        (["--data", "{tinted}", "--image-size", "100000"], "--image-size must be in [16, 4096], got 100000"),
+        (["--data", "{tinted}", "--lr", "inf"], "--lr must be a finite number > 0, got inf"),
+        (["--data", "{tinted}", "--lr", "nan"], "--lr must be a finite number > 0, got nan"),
+        (["--data", "{tinted}", "--head-lr-mult=-inf"], "--head-lr-mult must be a finite number > 0"),
+        (["--data", "{tinted}", "--momentum", "1.5"], "--momentum must be in [0, 1)"),
+        (["--data", "{tinted}", "--seed", str(2**70)], "--seed must be in [0, 2**63 - 1]"),
+        (["--data", "{tinted}", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),  # argparse, one line too
+        (["--data", "{tinted}", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["--data", "{tinted}", "--out", "{afile}"], "is a file, not a folder"),
+        (["--data", "{tinted}", "--out", "{afile}/run"], "cannot create the folder"),
+        (["--data", "{oneclass}"], "train/ has one class folder (warm); a classifier needs at least 2 classes"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tinted, tmp_path, capsys, arguments, fragment):
     (tmp_path / "empty").mkdir()
     mismatch = tinted_folder(tmp_path / "mismatch", 1, 1)
     (mismatch / "test" / "warm").rename(mismatch / "test" / "hot")
+    oneclass = tinted_folder(tmp_path / "oneclass", 2, 1)
+    shutil.rmtree(oneclass / "train" / "cool")
+    shutil.rmtree(oneclass / "test" / "cool")
     torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "bad.pt")
     (tmp_path / "not.pt").write_text("hello")
+    (tmp_path / "afile").write_text("a file where the output folder should go")
     places = {
         "missing": tmp_path / "missing",
         "empty": tmp_path / "empty",
@@ -201,11 +223,27 @@ def test_bad_arguments_exit_2_with_one_line(tinted, tmp_path, capsys, arguments,
         "tinted": tinted,
         "badweights": tmp_path / "bad.pt",
         "notweights": tmp_path / "not.pt",
+        "afile": tmp_path / "afile",
+        "oneclass": oneclass,
     }
-    argv = [part.format(**places) for part in arguments] + ["--out", str(tmp_path / "out"), "--quiet", "--workers", "0"]
-    assert main(argv) == 2
+    common = ["--out", str(tmp_path / "out"), "--quiet", "--workers", "0", "--loader", "torch", "--weights", "none"]
+    assert main(common + [part.format(**places) for part in arguments]) == 2  # the case's flags last: they win
     error = capsys.readouterr().err
-    assert error.startswith("error:") and error.count("\n") == 1 and fragment in error
+    assert error.startswith("error:") and error.count("\n") == 1 and fragment in error, error
+    assert (tmp_path / "afile").read_text().startswith("a file")  # untouched
+
+
+def test_a_diverging_run_stops_with_an_error_and_no_checkpoint(small, tmp_path, capsys, monkeypatch):
+    # --lr 1e30 is a finite, valid value, but the weights blow up after the first step: the loss turns NaN.
+    # Before: the run trained on NaN weights for every epoch, saved them, and exited 0.
+    monkeypatch.setattr(train, "CHECK_LOSS_EVERY", 2)  # the in-epoch check (every 50 steps on real data): step 2 of 4
+    argv = ["--data", str(small), "--weights", "none", "--epochs", "2", "--batch-size", "2", "--image-size", "16"]
+    argv += ["--workers", "0", "--quiet", "--loader", "torch", "--out", str(tmp_path / "run"), "--lr", "1e30"]
+    assert main(argv) == 1
+    error = capsys.readouterr().err
+    assert error.startswith("error: the training loss is not finite (nan) by step 2 of the epoch") and "--lr 1e+30" in error
+    assert error.count("\n") == 1
+    assert sorted(path.name for path in (tmp_path / "run").iterdir()) == ["config.json"]  # no NaN checkpoint, no metrics
 
 
 def test_offline_without_cached_weights_names_the_cache(tinted, tmp_path, capsys, monkeypatch):
@@ -262,3 +300,182 @@ def test_demo_defaults_and_data(tmp_path):
     assert len(train) == 6 and len(test) == 4
     images, labels = next(iter(ga.GPULoader(train, batch_size=6, transform=ga.Compose([ga.CenterCrop(64)]))))
     assert images.shape == (6, 3, 64, 64) and sorted(labels.tolist()) == [0, 0, 0, 1, 1, 1]
+
+
+# ------------------------------------------------------------------------------------------------
+# Damaged run folders, crashes and full disks: the run folder stays consistent and resumable
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def small(tmp_path_factory) -> Path:
+    """8 training and 4 test images: two steps of batch 4 per epoch, for tests of what happens around the steps."""
+    return tinted_folder(tmp_path_factory.mktemp("small"), train_per_class=4, test_per_class=2)
+
+
+def smallest(data: Path, out: Path, **changes) -> Config:
+    return tiny(data, out, batch_size=4, image_size=16, loader="torch", workers=0, **changes)
+
+
+@pytest.fixture(scope="module")
+def finished_run(small, tmp_path_factory) -> Path:
+    """A run folder after one epoch: config.json, metrics.jsonl, checkpoint.pt."""
+    folder = tmp_path_factory.mktemp("finished") / "run"
+    run(smallest(small, folder, epochs=1), say=lambda *_: None)
+    return folder
+
+
+def _truncated(data: bytes) -> bytes:
+    return data[: len(data) // 2]
+
+
+DAMAGES = {
+    "empty checkpoint": ("checkpoint.pt", lambda data: b"", "is empty"),
+    "truncated checkpoint": ("checkpoint.pt", _truncated, "is not a readable checkpoint, truncated or corrupt"),
+    "garbage checkpoint": ("checkpoint.pt", lambda data: bytes(range(256)) * 64, "is not a readable checkpoint"),
+    "pickled code": (  # weights_only: a file that would run code when unpickled is refused, not executed
+        "checkpoint.pt",
+        lambda data: b"\x80\x04\x95\x1a\x00\x00\x00\x00\x00\x00\x00\x8c\x02os\x94\x8c\x06getcwd\x94\x93\x94)R\x94.",
+        "is not a readable checkpoint",
+    ),
+    "other object": ("checkpoint.pt", lambda data: _saved({"weights": torch.zeros(2)}), "is not a finetune checkpoint (no epoch"),
+    "bad epoch": ("checkpoint.pt", lambda data: _saved({**_loaded(data), "epoch": -3}), "holds an invalid epoch -3"),
+    "other model": (
+        "checkpoint.pt",
+        lambda data: _saved({**_loaded(data), "model": {"fc.weight": torch.zeros(3, 3)}}),
+        "does not fit this run",
+    ),
+    "empty config": ("config.json", lambda data: b"  \n", "is empty"),
+    "truncated config": ("config.json", _truncated, "is not valid JSON"),
+    "binary config": ("config.json", lambda data: b"\xff\xfe\x00garbage", "is not valid JSON"),
+    "config list": ("config.json", lambda data: b"[1, 2]", "holds a JSON list, not the run's config object"),
+    "config wrong type": (
+        "config.json",
+        lambda data: json.dumps({**json.loads(data), "epochs": "three"}).encode(),
+        "--epochs must be of type int, got 'three'",
+    ),
+    "config bad value": (
+        "config.json",
+        lambda data: json.dumps({**json.loads(data), "lr": -1}).encode(),
+        "--lr must be a finite number > 0, got -1",
+    ),
+}
+
+
+def _saved(state) -> bytes:
+    import io
+
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
+    return buffer.getvalue()
+
+
+def _loaded(data: bytes) -> dict:
+    import io
+
+    return torch.load(io.BytesIO(data), weights_only=True)
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the "pickled code" case, refused all the same
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_resume_from_a_damaged_file_exits_2_naming_it(finished_run, tmp_path, capsys, damage):
+    name, spoil, fragment = DAMAGES[damage]
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    (folder / name).write_bytes(spoil((folder / name).read_bytes()))
+    assert main(["--resume", str(folder), "--epochs", "2", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error:") and error.count("\n") == 1, error
+    assert str(folder / name) in error and fragment in error, error
+    assert metric_rows(folder) == metric_rows(finished_run)  # nothing rewritten
+
+
+class Killed(BaseException):
+    """Stands for SIGKILL: nothing in the run catches it (it is no Exception), nothing after it runs."""
+
+
+def _die_at_epoch_two(real_save):
+    def save(state, file, *args, **kwargs):
+        if isinstance(state, dict) and state.get("epoch") == 1:  # epoch 2's checkpoint
+            file.write(b"PK\x03\x04 half a zip archive")
+            raise Killed
+        return real_save(state, file, *args, **kwargs)
+
+    return save
+
+
+@pytest.mark.parametrize("where", ["while writing the checkpoint", "between the checkpoint and the metrics"])
+def test_a_crash_at_a_checkpoint_leaves_metrics_and_checkpoint_consistent(small, tmp_path, monkeypatch, where):
+    # Before: metrics.jsonl was appended before the checkpoint was written; a kill in between left epoch 2
+    # in the metrics but not in the checkpoint, and the resumed run read 1, 2, 2, 3.
+    folder = tmp_path / "run"
+    config = smallest(small, folder, epochs=3)
+    with monkeypatch.context() as patch:
+        if where == "while writing the checkpoint":
+            patch.setattr(torch, "save", _die_at_epoch_two(torch.save))
+        else:
+            real_write = train.write_metrics
+
+            def write_metrics(path, rows):
+                if len(rows) == 2:
+                    raise Killed
+                real_write(path, rows)
+
+            patch.setattr(train, "write_metrics", write_metrics)
+        with pytest.raises(Killed):
+            run(config, say=lambda *_: None)
+    saved_epoch = torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] + 1
+    assert saved_epoch == (1 if where == "while writing the checkpoint" else 2)
+    assert [row["epoch"] for row in metric_rows(folder)] == [1]
+    (folder / "checkpoint.pt.tmp").write_bytes(b"PK\x03\x04 what a real SIGKILL leaves behind")
+    assert main(["--resume", str(folder), "--quiet"]) == 0
+    rows = metric_rows(folder)
+    assert [row["epoch"] for row in rows] == [1, 2, 3]
+    checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert checkpoint["epoch"] == 2 and checkpoint["metrics"] == rows
+    assert not (folder / "checkpoint.pt.tmp").exists()
+
+
+def test_resume_from_an_older_checkpoint_drops_the_metrics_rows_it_does_not_hold(finished_run, tmp_path):
+    # a checkpoint written before checkpoints carried their metrics, with metrics.jsonl one epoch ahead of it
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True)
+    first = checkpoint.pop("metrics")[0]
+    torch.save(checkpoint, folder / "checkpoint.pt")
+    (folder / "metrics.jsonl").write_text(json.dumps(first) + "\n" + json.dumps({**first, "epoch": 2}) + "\n")
+    assert main(["--resume", str(folder), "--epochs", "2", "--quiet"]) == 0
+    rows = metric_rows(folder)
+    assert [row["epoch"] for row in rows] == [1, 2] and rows[0] == first and rows[1]["train_loss"] != first["train_loss"]
+
+
+def test_a_full_disk_at_a_checkpoint_keeps_the_old_one_and_removes_the_tmp(small, tmp_path, monkeypatch, capsys):
+    real_save = torch.save
+
+    def disk_full(state, file, *args, **kwargs):
+        if isinstance(state, dict) and state.get("epoch") == 1:
+            file.write(b"\0" * 4096)  # some of it made it to disk
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        return real_save(state, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    folder = tmp_path / "run"
+    argv = ["--data", str(small), "--weights", "none", "--epochs", "2", "--batch-size", "4", "--image-size", "16"]
+    assert main(argv + ["--workers", "0", "--quiet", "--loader", "torch", "--out", str(folder)]) == 1
+    error = capsys.readouterr().err
+    assert error == (
+        f"error: cannot write {folder / 'checkpoint.pt'}: No space left on device; the previous checkpoint.pt is kept; "
+        "free some space and resume with --resume\n"
+    )
+    assert not (folder / "checkpoint.pt.tmp").exists()
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] == 0  # epoch 1's, whole
+    assert [row["epoch"] for row in metric_rows(folder)] == [1]
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
+def test_save_checkpoint_reports_the_kernels_enospc(tmp_path, monkeypatch):
+    # a real ENOSPC from the kernel (every write to /dev/full fails so), through torch.save's own writer
+    real_open = open
+    monkeypatch.setattr(train, "open", lambda path, mode: real_open("/dev/full", mode), raising=False)
+    (tmp_path / "checkpoint.pt").write_bytes(b"the previous checkpoint")
+    with pytest.raises(train.RunError, match="No space left on device; the previous checkpoint.pt is kept"):
+        train.save_checkpoint(tmp_path / "checkpoint.pt", {"weights": torch.zeros(100_000)})
+    assert (tmp_path / "checkpoint.pt").read_bytes() == b"the previous checkpoint"
