@@ -120,9 +120,11 @@ def _extra(row: dict, benchmark: str, gpu: bool) -> str:
         launches = row.get("kernel_launches")
         if isinstance(launches, dict) and "kernels_per_batch" in launches:
             count = f"{launches['kernels_per_batch']:.0f}"
+        elif not row["pipeline"].startswith(("gpuaug", "kornia")):
+            count = ""
         else:
-            count = "n/a" if row["pipeline"].startswith(("gpuaug", "kornia")) else ""
-        return f" {row.get('input', '')} | {count} |"
+            count = "not measured" if gpu else "n/a"
+        return f" {row.get('input', 'uniform')} | {count} |"  # files before the ragged input timed uniform batches only
     if benchmark in ("loader", "loader-clean"):
         notes = []
         if "decoder" in row:
