@@ -388,6 +388,19 @@ def test_resume_from_a_damaged_file_exits_2_naming_it(finished_run, tmp_path, ca
     assert metric_rows(folder) == metric_rows(finished_run)  # nothing rewritten
 
 
+def test_resume_on_other_classes_exits_2_naming_both(finished_run, tmp_path, capsys):
+    other = tinted_folder(tmp_path / "other", 2, 1)
+    for split in ("train", "test"):
+        (other / split / "warm").rename(other / split / "hot")
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    assert main(["--resume", str(folder), "--data", str(other), "--epochs", "2", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error == (
+        f"error: --resume: {folder / 'checkpoint.pt'} was trained on classes ['cool', 'warm'], --data has ['cool', 'hot']\n"
+    )
+
+
 class Killed(BaseException):
     """Stands for SIGKILL: nothing in the run catches it (it is no Exception), nothing after it runs."""
 
