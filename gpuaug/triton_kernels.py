@@ -30,7 +30,6 @@ Example:
 from __future__ import annotations
 
 import functools
-import math
 import os
 
 import torch
@@ -131,7 +130,7 @@ def _mm(a00, a01, a02, a10, a11, a12, a20, a21, a22, b00, b01, b02, b10, b11, b1
 def _color(
     red, green, blue, image, sums_ptr, brightness_ptr, contrast_ptr, saturation_ptr, hue_ptr, gray_ptr, basis_ptr,
     norm_ptr, inv_count, HAS_BRIGHTNESS: tl.constexpr, HAS_CONTRAST: tl.constexpr, HAS_SATURATION: tl.constexpr,
-    HAS_HUE: tl.constexpr, HAS_GRAY: tl.constexpr,
+    HAS_HUE: tl.constexpr, HAS_GRAY: tl.constexpr, TWO_PASS: tl.constexpr,
 ):  # fmt: skip
     """``functional.fused_color_normalize`` for one tile of uint8-valued floats: the output channels.
 
@@ -163,7 +162,7 @@ def _color(
     j21 = rest * gg
     j22 = saturation + rest * gb
     if HAS_HUE:
-        angle = tl.load(hue_ptr + image).to(tl.float32) * (-2.0 * math.pi)
+        angle = tl.load(hue_ptr + image).to(tl.float32) * -6.283185307179586  # turns -> radians, torchvision's sign
         cos = tl.cos(angle)
         sin = tl.sin(angle)
         h00 = tl.load(basis_ptr + 0) + cos * tl.load(basis_ptr + 9) + sin * tl.load(basis_ptr + 18)
@@ -193,8 +192,7 @@ def _color(
     shift_r = tl.load(norm_ptr + 3)
     shift_g = tl.load(norm_ptr + 4)
     shift_b = tl.load(norm_ptr + 5)
-    two_pass: tl.constexpr = HAS_GRAY and (HAS_BRIGHTNESS or HAS_CONTRAST or HAS_SATURATION or HAS_HUE)
-    if two_pass:
+    if TWO_PASS:  # a grayscale mask and a jitter (set on the host: HAS_GRAY and any factor)
         # the jitter clamped to [0, 1], then grayscale + normalisation (as the torch reference)
         k = gain * scale
         red2 = tl.minimum(tl.maximum(j00 * k * red + j01 * k * green + j02 * k * blue + offset, 0.0), 1.0)
@@ -306,7 +304,7 @@ def _finish(
     HAS_BOXES: tl.constexpr, HAS_HPRE: tl.constexpr, HAS_VPRE: tl.constexpr,
     HAS_HFLIP: tl.constexpr, HAS_VFLIP: tl.constexpr,
     HAS_BRIGHTNESS: tl.constexpr, HAS_CONTRAST: tl.constexpr, HAS_SATURATION: tl.constexpr,
-    HAS_HUE: tl.constexpr, HAS_GRAY: tl.constexpr,
+    HAS_HUE: tl.constexpr, HAS_GRAY: tl.constexpr, TWO_PASS: tl.constexpr,
     ANTIALIAS: tl.constexpr, BLOCK_Y: tl.constexpr, BLOCK_X: tl.constexpr,
 ):  # fmt: skip
     """Horizontal pass / direct window read (SOURCE 0 / 1) or a uint8 re-read (2), then:
@@ -343,7 +341,7 @@ def _finish(
             taps = tl.max(count, axis=0)
             normaliser = tl.full([BLOCK_X], 1.0, tl.float64)
             if ANTIALIAS:
-                total = tl.zeros([BLOCK_X], dtype=tl.float32)
+                total = tl.zeros([BLOCK_X], dtype=tl.float64)
                 for k in range(0, taps):
                     total += tl.where(k < count, tl.maximum(1.0 - tl.abs((k + 0.5 - shift) * inverse), 0.0), 0.0)
                 normaliser = 1.0 / tl.maximum(total, 1e-12)
@@ -388,7 +386,7 @@ def _finish(
         if COLOR:
             red, green, blue = _color(
                 red, green, blue, image, sums_ptr, brightness_ptr, contrast_ptr, saturation_ptr, hue_ptr, gray_ptr,
-                basis_ptr, norm_ptr, inv_count, HAS_BRIGHTNESS, HAS_CONTRAST, HAS_SATURATION, HAS_HUE, HAS_GRAY,
+                basis_ptr, norm_ptr, inv_count, HAS_BRIGHTNESS, HAS_CONTRAST, HAS_SATURATION, HAS_HUE, HAS_GRAY, TWO_PASS,
             )  # fmt: skip
         target = out_ptr + image * out_stride_b + (rows * out_stride_y)[:, None] + (columns * out_stride_x)[None, :]
         kind = out_ptr.dtype.element_ty
@@ -415,6 +413,7 @@ def _finish(
 # Host side
 # ----------------------------------------------------------------------------------------------
 _BLOCKS = {"rows": (4, 128), "finish": (8, 64)}
+_EXACT = {"enable_fp_fusion": False}  # multiply, then add, as the torch path does: equal sums, equal rounding
 
 
 def _blocks(out_height: int, out_width: int, widest: int) -> dict[str, tuple[int, int]]:
@@ -523,7 +522,7 @@ def fused(data: Tensor, offsets: list[int], strides: list[list[int]], ops: Fused
         grid = (len(tiles) // 2, triton.cdiv(out_height, block_y))
         _resample_rows[grid](
             data, meta_d, tiles_d, _or(boxes, dummy), _or(hpre, dummy), _or(vpre, dummy), _or(vflip, dummy), mid, out_height,
-            HAS_VFLIP=vflip is not None, BLOCK_Y=block_y, BLOCK_X=block_x, **flags,
+            HAS_VFLIP=vflip is not None, BLOCK_Y=block_y, BLOCK_X=block_x, **flags, **_EXACT,
         )  # fmt: skip
 
     factors = [dummy] * 4
@@ -548,6 +547,8 @@ def fused(data: Tensor, offsets: list[int], strides: list[list[int]], ops: Fused
         mean = ops.mean if ops.mean is not None else (0.0, 0.0, 0.0)
         std = ops.std if ops.std is not None else (1.0, 1.0, 1.0)
         norm = _norm_constants(tuple(mean), tuple(std), device)
+    jittered = any(color_flags[name] for name in ("HAS_BRIGHTNESS", "HAS_CONTRAST", "HAS_SATURATION", "HAS_HUE"))
+    color_flags["TWO_PASS"] = color_flags["HAS_GRAY"] and jittered
     sums = dummy
     two_step = colored and color_flags["HAS_CONTRAST"]
     if two_step:
@@ -555,7 +556,13 @@ def fused(data: Tensor, offsets: list[int], strides: list[list[int]], ops: Fused
     block_y, block_x = blocks["finish"]
     grid = (triton.cdiv(out_width, block_x), triton.cdiv(out_height, block_y), batch)
     common = dict(
-        HAS_HFLIP=hflip is not None, HAS_VFLIP=vflip is not None, BLOCK_Y=block_y, BLOCK_X=block_x, **flags, **color_flags
+        HAS_HFLIP=hflip is not None,
+        HAS_VFLIP=vflip is not None,
+        BLOCK_Y=block_y,
+        BLOCK_X=block_x,
+        **flags,
+        **color_flags,
+        **_EXACT,
     )
     pointers = (boxes, hpre, vpre, hflip, vflip)
     pointers = tuple(_or(value, dummy) for value in pointers)
