@@ -11,8 +11,9 @@
 # On the lent GPU machine: GPUAUG_COMMIT=<commit> bash .gpu/boot.sh bash benchmarks/gpu_suite.sh OUTDIR
 # (its copy's .git may be stale or absent: GPUAUG_COMMIT names the commit the copy was made from).
 # CI runs it with --device cpu --quick (under 3 minutes on 2 cores) so that it cannot rot before a
-# GPU comes. A failing step (a test, a benchmark, a step past its time limit) is recorded and the
-# suite goes on; the exit status is 1 when any step failed.
+# GPU comes. A failing step (a test, a benchmark, a step past its time limit) or pipeline (say a
+# CUDA out-of-memory in one loader) is recorded and the suite goes on; the exit status is 1 when
+# anything failed.
 set -uo pipefail
 
 if [ $# -lt 1 ] || [[ "$1" == -* ]]; then
@@ -135,5 +136,10 @@ for row in record["results"]:
 for check in record["targets"]:
     value = "not measured" if check["value"] is None else check["value"]
     print(f"target {check['target']}: {value} (goal {check['goal']}) {'met' if check['met'] else 'MISSED'}")
+failures = {f"{benchmark} {name}": error for benchmark, config in record["config"].items() for name, error in config.get("failures", {}).items()}
+for name, error in failures.items():
+    print(f"FAILED pipeline {name}: {error}")
+sys.exit(3 if failures else 0)
 PY
+[ $? -ne 0 ] && failed=1
 exit $failed

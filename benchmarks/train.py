@@ -44,7 +44,8 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     size = args.image_size if device.type == "cuda" or args.image_size != 224 else 112
     steps = (2 if args.quick else 6) if device.type == "cpu" else (8 if args.quick else 16)
     root = bench_data.ensure(args.data, args.count, args.seed, clean=args.clean)
-    model, name = _model(device, len(ga.ImageFolder(root).classes))
+    classes = len(ga.ImageFolder(root).classes)
+    model, name = _model(device, classes)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     criterion = nn.CrossEntropyLoss()
     waits: dict[str, list[tuple[float, float]]] = {}
@@ -67,34 +68,46 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
         waits.setdefault(pipeline, []).append((waited, time.perf_counter() - start))
         return count
 
-    def forever(loader):
+    loaders: dict[str, object] = {}
+
+    def forever(pipeline: str, make):
+        """Endless batches of the loader ``make()`` builds at the first request: no loader works in
+        the background (workers, a producer thread) while an earlier pipeline is timed."""
+        loader = loaders[pipeline] = make()
         while True:
             yield from loader
 
     synthetic = [
         (
             torch.randn(args.batch_size, 3, size, size, device=device).contiguous(memory_format=torch.channels_last),
-            torch.randint(0, 10, (args.batch_size,), device=device),
+            torch.randint(0, classes, (args.batch_size,), device=device),
         )
         for _ in range(2)
     ]
     common = {"batch_size": args.batch_size, "num_workers": args.workers, "persistent_workers": args.workers > 0, "shuffle": True}
-    pil_set = datasets.ImageFolder(root, transform=pil_recipe(size))
-    pil_loader = torch.utils.data.DataLoader(pil_set, pin_memory=device.type == "cuda", drop_last=True, **common)
+
+    def pil_loader():
+        dataset = datasets.ImageFolder(root, transform=pil_recipe(size))
+        return torch.utils.data.DataLoader(dataset, pin_memory=device.type == "cuda", drop_last=True, **common)
 
     def pil_batches():
-        for images, labels in forever(pil_loader):
+        for images, labels in forever("pil-dataloader", pil_loader):
             yield images.to(device, non_blocking=True, memory_format=torch.channels_last), labels.to(device, non_blocking=True)
 
     transform = gpuaug_recipe(size)
-    ours = ga.GPULoader(ga.ImageFolder(root), device=device, transform=transform, drop_last=True, **common)
-    loaders = {"gpuaug": ours}
-    feeds = {CEILING: itertools.cycle(synthetic), "pil-dataloader": pil_batches(), "gpuaug": forever(ours)}
+    feeds = {
+        CEILING: itertools.cycle(synthetic),
+        "pil-dataloader": pil_batches(),
+        "gpuaug": forever(
+            "gpuaug", lambda: ga.GPULoader(ga.ImageFolder(root), device=device, transform=transform, drop_last=True, **common)
+        ),
+    }
     try:
         from gpuaug.dali import DALILoader
 
         feeds["dali"] = forever(
-            DALILoader(
+            "dali",
+            lambda: DALILoader(
                 root,
                 args.batch_size,
                 shuffle=True,
@@ -102,7 +115,7 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
                 device=device,
                 num_threads=max(1, args.workers),
                 transform=transform,
-            )
+            ),
         )
     except ImportError:
         pass
