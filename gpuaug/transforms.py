@@ -1025,29 +1025,27 @@ class Compose(Transform):
             return False
         if not (uint8 and rgb):  # the kernels read uint8 RGB; anything else takes the torch path
             return False
-        kernels = _triton()
-        if self.backend == "auto":
-            return kernels is not None and device.type == "cuda"
-        if device.type != "cuda" and not kernels.INTERPRETING:
+        if self.backend == "auto":  # (CPU runs never import Triton)
+            return device.type == "cuda" and _triton() is not None
+        if device.type != "cuda" and not _triton().INTERPRETING:
             raise RuntimeError(
                 "backend='triton' on CPU tensors needs Triton's interpreter: set TRITON_INTERPRET=1 before importing gpuaug"
             )
         return True
 
     def _apply_triton(self, images: Images, params: Params) -> Tensor | list[Tensor]:
-        if isinstance(images, PackedBatch):
-            data, offsets, strides, sizes = images.data, images.offsets.tolist(), images.strides.tolist(), images.sizes
-        elif isinstance(images, Tensor):  # the batch itself is the buffer: no copy
+        if isinstance(images, Tensor):  # the batch itself is the buffer: no copy
             _check_pixels(images, "Compose")
             count, _, height, width = images.shape
             data, sizes = images, ((height, width),) * count
-            offsets = [row * images.stride(0) for row in range(count)]
-            strides = [list(images.stride()[1:])] * count
+            offsets = torch.arange(count, dtype=torch.int64) * images.stride(0)
+            strides = torch.tensor(images.stride()[1:], dtype=torch.int64).expand(count, 3)
         else:
-            F.check_images(images, "Compose", allow_list=True, rgb=True)
-            _check_pixels(images, "Compose")
-            packed = PackedBatch.from_images(images)
-            data, offsets, strides, sizes = packed.data, packed.offsets.tolist(), packed.strides.tolist(), packed.sizes
+            if not isinstance(images, PackedBatch):
+                F.check_images(images, "Compose", allow_list=True, rgb=True)
+                _check_pixels(images, "Compose")
+                images = PackedBatch.from_images(images)
+            data, offsets, strides, sizes = images.data, images.offsets, images.strides, images.sizes
         ops = FusedOps(tuple(sizes))
         for index in range(self._fused_count):
             self.transforms[index].contribute(ops, self._params_of(params, index))

@@ -32,6 +32,7 @@ from __future__ import annotations
 import functools
 import os
 
+import numpy as np
 import torch
 import triton
 import triton.language as tl
@@ -429,14 +430,15 @@ def _blocks(out_height: int, out_width: int, widest: int) -> dict[str, tuple[int
     }
 
 
-def fused(data: Tensor, offsets: list[int], strides: list[list[int]], ops: FusedOps, memory_format=torch.channels_last) -> Tensor:
+def fused(data: Tensor, offsets, strides, ops: FusedOps, memory_format=torch.channels_last) -> Tensor:
     """Run the fused pass ``ops`` on uint8 images stored in ``data``.
 
     Args:
         data: a uint8 tensor holding every image (a ``PackedBatch``'s buffer, or a ``[B, 3, H, W]``
             batch itself); its ``data_ptr`` is the base of ``offsets``.
-        offsets: element offset of each image from ``data``'s first element.
-        strides: ``(channel, row, column)`` element strides of each image.
+        offsets: ``[B]`` element offset of each image from ``data``'s first element (a host
+            tensor, array or list).
+        strides: ``[B, 3]`` ``(channel, row, column)`` element strides of each image (host).
         ops: the fused pass (its ``sizes`` are the images' sizes); its output size must be
             common to all images (or, without geometry, the images must share one size).
         memory_format: of the output.
@@ -462,36 +464,39 @@ def fused(data: Tensor, offsets: list[int], strides: list[list[int]], ops: Fused
     virtual = ops.virtual if ops.virtual is not None else list(sizes)
     window = ops.window if ops.window is not None else [(0, 0)] * batch
     resample = ops.resample
-    widest = max(width for _, width in sizes)
+
+    # One host table (metadata + column tiles) built with numpy (torch's CPU ops cost ~10 us each,
+    # and this runs per batch on the producer thread), then one host-to-device copy.
+    meta = np.empty((batch, _META), dtype=np.int64)
+    meta[:, 0] = np.asarray(offsets, dtype=np.int64)
+    meta[:, 1:3] = np.asarray(sizes, dtype=np.int64).reshape(batch, 2)
+    meta[:, 3:6] = np.asarray(strides, dtype=np.int64).reshape(batch, 3)
+    meta[:, 6:8] = np.asarray(virtual, dtype=np.int64).reshape(batch, 2)
+    meta[:, 8:10] = np.asarray(window, dtype=np.int64).reshape(batch, 2)
+    widths = meta[:, 2]
+    widest = int(widths.max())
     if INTERPRETING and ops.boxes is not None:  # CPU tensors: reading the boxes costs no device sync
         widest = int(ops.boxes[:, 3].max())
     blocks = _blocks(out_height, out_width, widest)
-
-    # one host table (metadata + column tiles), one host-to-device copy
-    meta = torch.zeros((batch, _META), dtype=torch.int64)
-    meta[:, 0] = torch.tensor(offsets, dtype=torch.int64)
-    meta[:, 1:3] = torch.tensor(sizes, dtype=torch.int64)
-    meta[:, 3:6] = torch.tensor(strides, dtype=torch.int64)
-    meta[:, 6:8] = torch.tensor(virtual, dtype=torch.int64)
-    meta[:, 8:10] = torch.tensor(window, dtype=torch.int64)
-    widths = meta[:, 2]
     mid_sizes = 3 * out_height * widths
-    meta[:, 10] = torch.cumsum(mid_sizes, 0) - mid_sizes
+    meta[:, 10] = np.cumsum(mid_sizes) - mid_sizes
     meta[:, 11] = widths
-    parts = [meta.view(-1)]
-    tiles = None
+    parts = [meta.reshape(-1)]
+    tile_count = 0
     if resample:
         block_x = blocks["rows"][1]
         per_image = (widths + block_x - 1) // block_x
-        image_index = torch.repeat_interleave(torch.arange(batch, dtype=torch.int64), per_image)
-        starts = torch.arange(len(image_index), dtype=torch.int64) - torch.repeat_interleave(
-            torch.cumsum(per_image, 0) - per_image, per_image
-        )
-        tiles = torch.stack([image_index, starts * block_x], 1).view(-1)
-        parts.append(tiles)
-    table = torch.cat(parts)
-    if device.type == "cuda":
-        table = table.pin_memory().to(device, non_blocking=True)
+        tile_count = int(per_image.sum())
+        image_index = np.repeat(np.arange(batch, dtype=np.int64), per_image)
+        starts = np.arange(tile_count, dtype=np.int64) - np.repeat(np.cumsum(per_image) - per_image, per_image)
+        parts.append(np.stack([image_index, starts * block_x], 1).reshape(-1))
+    table_np = np.concatenate(parts)
+    if device.type == "cuda":  # pinned (torch's caching host allocator), so the copy is asynchronous
+        table = torch.empty(table_np.shape, dtype=torch.int64, pin_memory=True)
+        table.numpy()[:] = table_np
+        table = table.to(device, non_blocking=True)
+    else:
+        table = torch.from_numpy(table_np)
     meta_d = table[: batch * _META]
     tiles_d = table[batch * _META :] if resample else meta_d
 
@@ -519,7 +524,7 @@ def fused(data: Tensor, offsets: list[int], strides: list[list[int]], ops: Fused
     if resample:
         block_y, block_x = blocks["rows"]
         mid = torch.empty(int(mid_sizes.sum()), dtype=torch.float32, device=device)
-        grid = (len(tiles) // 2, triton.cdiv(out_height, block_y))
+        grid = (tile_count, triton.cdiv(out_height, block_y))
         _resample_rows[grid](
             data, meta_d, tiles_d, _or(boxes, dummy), _or(hpre, dummy), _or(vpre, dummy), _or(vflip, dummy), mid, out_height,
             HAS_VFLIP=vflip is not None, BLOCK_Y=block_y, BLOCK_X=block_x, **flags, **_EXACT,
