@@ -32,7 +32,6 @@ from typing import Any
 
 import torch
 
-from gpuaug import _geometry_shim as G
 from gpuaug import transforms as T
 from gpuaug.decode import DecodeError, apply_orientation, decode_cpu, decode_jpegs_cuda
 from gpuaug.packed import PackedBatch
@@ -265,7 +264,7 @@ class DeviceStage:
         batch = [images[row] for row in keep]
         if params is not None and batch:
             decoded_sizes = torch.tensor([tuple(image.shape[-2:]) for image in batch], dtype=torch.int64)
-            params = G.rebase(self.pipeline, params, regions, decoded_sizes)
+            params = self.pipeline.rebase(params, regions, decoded_sizes)
             params = {key: value.to(self.device, non_blocking=True) for key, value in params.items()}
         return batch, labels, params
 
@@ -281,7 +280,7 @@ class DeviceStage:
             # nvImageCodec's CPU codecs decode only the crop box (3.4k against 2.0k img/s whole on
             # the H200's host); its GPU stages decode whole images anyway (region requests sent
             # most images to the CPU there), and whole HWC images pack without a copy each.
-            covered = G.source_regions(self.pipeline, {key: value[host.encoded_rows] for key, value in host.params.items()}, full)
+            covered = self.pipeline.source_regions({key: value[host.encoded_rows] for key, value in host.params.items()}, full)
             results = self.decoder.decode(host.encoded, paths, regions=covered, headers=host.headers)
         else:
             results = self.decoder.decode(host.encoded, paths, headers=host.headers)

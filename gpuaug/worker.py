@@ -34,7 +34,6 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from gpuaug import _geometry_shim as G
 from gpuaug import transforms as T
 from gpuaug.decode import DecodeError, ImageHeader, decode_cpu, read_header
 from gpuaug.packed import PackedBatch
@@ -273,8 +272,8 @@ class WorkerSide(Dataset):
     # -- "decode" and "encoded": the device stage augments -----------------------------------------
     def _decode_regions(self, batch: HostBatch, payloads: list, start: float) -> HostBatch:
         params = batch.params
-        regions = G.source_regions(self.pipeline, params, batch.sizes) if params is not None else None
-        limits = G.reduction_limit(self.pipeline, params, batch.sizes) if params is not None else None
+        regions = self.pipeline.source_regions(params, batch.sizes) if params is not None else None
+        limits = self.pipeline.reduction_limit(params, batch.sizes) if params is not None else None
         images, rows, kept_regions, failed = [], [], [], []
         for row, payload in enumerate(payloads):
             full = tuple(batch.sizes[row].tolist())
@@ -312,7 +311,7 @@ class WorkerSide(Dataset):
     # -- "augment": the whole pipeline here ---------------------------------------------------------
     def _augment(self, batch: HostBatch, payloads: list, start: float) -> HostBatch:
         params = batch.params
-        limits = G.reduction_limit(self.pipeline, params, batch.sizes) if params is not None else None
+        limits = self.pipeline.reduction_limit(params, batch.sizes) if params is not None else None
         decoded, failed = [], []
         for row, payload in enumerate(payloads):
             if isinstance(payload, torch.Tensor):
@@ -337,7 +336,7 @@ class WorkerSide(Dataset):
         actual = torch.tensor([tuple(image.shape[-2:]) for image in decoded], dtype=torch.int64)
         if not torch.equal(batch.sizes, actual):  # reduced-scale decodes
             whole = torch.cat([torch.zeros_like(batch.sizes), batch.sizes], dim=1)
-            params = G.rebase(self.pipeline, params, whole, actual)
+            params = self.pipeline.rebase(params, whole, actual)
         augmenting = time.perf_counter()
         out, pieces, uniform = None, [], True
         # A few images at a time: every intermediate stays small and in cache, and fresh
