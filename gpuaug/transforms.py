@@ -1046,6 +1046,8 @@ class Compose(Transform):
                 _check_pixels(images, "Compose")
                 images = PackedBatch.from_images(images)
             data, offsets, strides, sizes = images.data, images.offsets, images.strides, images.sizes
+        if len(set(sizes)) > 1 and not any(t.fusion in _GEOMETRIC for t in self.transforms[: self._fused_count]):
+            return self._run(images.unpack(), params, self._stages)  # ragged and no geometry: image by image, as torch
         ops = FusedOps(tuple(sizes))
         for index in range(self._fused_count):
             self.transforms[index].contribute(ops, self._params_of(params, index))

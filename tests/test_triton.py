@@ -243,6 +243,14 @@ else:
         assert out.shape == expected.shape == (2, 3, 16, 16)
         assert (out - expected).abs().max() <= 4 / 255 / min(ga.IMAGENET_STD)
 
+    def test_ragged_images_without_geometry_stay_a_list_as_on_torch():
+        packed = PackedBatch.from_images(images_of((12, 10), (9, 14)))
+        transforms = [ga.ColorJitter(0.4, 0.4, 0.4), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]
+        fused = ga.Compose(transforms, backend="triton")
+        params = fused.make_params(packed, generator(12))
+        out, expected = fused.apply(packed, params), ga.Compose(transforms, backend="torch").apply(packed, params)
+        assert isinstance(out, list) and all(torch.equal(a, b) for a, b in zip(out, expected))
+
     def test_pickled_packed_batch_runs_the_same():
         images = images_of((20, 22), (9, 7), hwc=(0,))
         packed = pickle.loads(pickle.dumps(PackedBatch.from_images(images)))
