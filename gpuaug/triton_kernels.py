@@ -413,20 +413,20 @@ def _finish(
 # ----------------------------------------------------------------------------------------------
 # Host side
 # ----------------------------------------------------------------------------------------------
-_BLOCKS = {"rows": (4, 128), "finish": (8, 64)}
+_BLOCKS = {"rows": (4, 128, 4), "finish": (8, 64, 4)}  # (BLOCK_Y, BLOCK_X, num_warps)
 _EXACT = {"enable_fp_fusion": False}  # multiply, then add, as the torch path does: equal sums, equal rounding
 
 
-def _blocks(out_height: int, out_width: int, widest: int) -> dict[str, tuple[int, int]]:
-    """``(BLOCK_Y, BLOCK_X)`` per kernel. The interpreter runs programs one by one and pays per
+def _blocks(out_height: int, out_width: int, widest: int) -> dict[str, tuple[int, int, int]]:
+    """``(BLOCK_Y, BLOCK_X, num_warps)`` per kernel. The interpreter runs programs one by one and pays per
     operation, not per element, so there the blocks grow to cover whole images (a 1600x2400 box
     to 32x48 took 14 s with 32x1024 blocks and 1 s with 32x4096)."""
     if not INTERPRETING:
         return _BLOCKS
     rows = min(64, triton.next_power_of_2(out_height))
     return {
-        "rows": (rows, min(4096, triton.next_power_of_2(widest))),
-        "finish": (rows, min(256, triton.next_power_of_2(out_width))),
+        "rows": (rows, min(4096, triton.next_power_of_2(widest)), 4),
+        "finish": (rows, min(256, triton.next_power_of_2(out_width)), 4),
     }
 
 
@@ -522,12 +522,12 @@ def fused(data: Tensor, offsets, strides, ops: FusedOps, memory_format=torch.cha
     dummy = meta_d
     mid = dummy
     if resample:
-        block_y, block_x = blocks["rows"]
+        block_y, block_x, warps = blocks["rows"]
         mid = torch.empty(int(mid_sizes.sum()), dtype=torch.float32, device=device)
         grid = (tile_count, triton.cdiv(out_height, block_y))
         _resample_rows[grid](
             data, meta_d, tiles_d, _or(boxes, dummy), _or(hpre, dummy), _or(vpre, dummy), _or(vflip, dummy), mid, out_height,
-            HAS_VFLIP=vflip is not None, BLOCK_Y=block_y, BLOCK_X=block_x, **flags, **_EXACT,
+            HAS_VFLIP=vflip is not None, BLOCK_Y=block_y, BLOCK_X=block_x, num_warps=warps, **flags, **_EXACT,
         )  # fmt: skip
 
     factors = [dummy] * 4
@@ -558,13 +558,14 @@ def fused(data: Tensor, offsets, strides, ops: FusedOps, memory_format=torch.cha
     two_step = colored and color_flags["HAS_CONTRAST"]
     if two_step:
         sums = torch.zeros((batch, 3), dtype=torch.int64, device=device)
-    block_y, block_x = blocks["finish"]
+    block_y, block_x, warps = blocks["finish"]
     grid = (triton.cdiv(out_width, block_x), triton.cdiv(out_height, block_y), batch)
     common = dict(
         HAS_HFLIP=hflip is not None,
         HAS_VFLIP=vflip is not None,
         BLOCK_Y=block_y,
         BLOCK_X=block_x,
+        num_warps=warps,
         **flags,
         **color_flags,
         **_EXACT,
