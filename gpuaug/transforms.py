@@ -1013,6 +1013,10 @@ class Compose(Transform):
     def _use_triton(self, images: Images) -> bool:
         if self.backend == "torch":
             return False
+        if self.backend == "auto":  # CPU runs (the loader's workers) leave here, never importing Triton
+            first = images if isinstance(images, (Tensor, PackedBatch)) else images[0] if len(images) else None
+            if not isinstance(first, (Tensor, PackedBatch)) or first.device.type != "cuda":
+                return False
         if isinstance(images, PackedBatch):
             device, uint8, rgb = images.device, True, True
         elif isinstance(images, Tensor):
@@ -1025,8 +1029,8 @@ class Compose(Transform):
             return False
         if not (uint8 and rgb):  # the kernels read uint8 RGB; anything else takes the torch path
             return False
-        if self.backend == "auto":  # (CPU runs never import Triton)
-            return device.type == "cuda" and _triton() is not None
+        if self.backend == "auto":
+            return _triton() is not None
         if device.type != "cuda" and not _triton().INTERPRETING:
             raise RuntimeError(
                 "backend='triton' on CPU tensors needs Triton's interpreter: set TRITON_INTERPRET=1 before importing gpuaug"
