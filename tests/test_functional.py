@@ -370,6 +370,20 @@ def test_kernels_do_not_write_input_and_keep_dtype(photo_batch, name, dtype):
     assert out.data_ptr() != images.data_ptr()
 
 
+COLOUR_KERNELS = ["brightness", "contrast", "saturation", "hue", "grayscale", "color_jitter", "hflip", "vflip", "to_dtype"]
+
+
+@pytest.mark.parametrize("name", COLOUR_KERNELS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_pointwise_kernels_keep_half_dtypes(photo_batch, name, dtype):
+    """float16/bfloat16 stay so (a float32 factor used to promote brightness/contrast/saturation)."""
+    images = (photo_batch[:4].float() / 255).to(dtype)
+    out = KERNELS[name](images)
+    assert out.dtype == dtype
+    reference = KERNELS[name](images.float())
+    assert (out.float() - reference).abs().max() < 0.02  # the same maths, in the coarser format
+
+
 def test_single_image_crop_of_output_size_is_a_copy():
     image = torch.arange(3 * 6 * 6, dtype=torch.uint8).view(1, 3, 6, 6)
     out = F.resized_crop(image, torch.tensor([[1, 2, 4, 4]]), (4, 4), impl="loop")
