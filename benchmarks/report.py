@@ -112,7 +112,15 @@ def _installed(env: dict, package: str) -> str:
 
 
 def _value(check: dict) -> str:
-    return "not measured" if check["value"] is None else f"{check['value']:,}"
+    return _number(check["value"])
+
+
+def _number(value: float | None) -> str:
+    if value is None:
+        return "not measured"
+    if abs(value) >= 100 or float(value).is_integer():
+        return f"{value:,.0f}"
+    return f"{value:.2f}"
 
 
 def _extra(row: dict, benchmark: str, gpu: bool) -> str:
@@ -251,7 +259,7 @@ def render(results_dir: Path = RESULTS) -> str:
         missed = [check for check in checks if not check["met"]]
         met = [check for check in checks if check["met"]]
         summaries.append(f"- **{device}**: {len(missed)} of {len(checks)} targets missed" + (":" if missed else "."))
-        summaries += [f"  - {check['target']}: {_value(check)} (goal {check['goal']:,})" for check in missed]
+        summaries += [f"  - {check['target']}: {_value(check)} (goal {_number(check['goal'])})" for check in missed]
         sections += [f"### {device}", ""]
         tails = _tails_line(by_benchmark)
         if tails:
@@ -260,7 +268,7 @@ def render(results_dir: Path = RESULTS) -> str:
             sections += ["| target | measured | goal | met | commit |", "|---|---:|---:|:---:|---|"]
             for check in missed + met:
                 sections.append(
-                    f"| {check['target']} | {_value(check)} | {check['goal']:,} | {'yes' if check['met'] else '**no**'} | "
+                    f"| {check['target']} | {_value(check)} | {_number(check['goal'])} | {'yes' if check['met'] else '**no**'} | "
                     f"`{check['commit']}` |"
                 )
             sections.append("")

@@ -262,7 +262,7 @@ def test_collect_and_render_into_a_readme(tmp_path):
     assert "| gpuaug | 123,456 |" in text and "`abc1234`" in text and "`cpu9`" in text
     assert "**2.00x** on the tails set, **3.00x** on the clean set" in text
     assert "1 failed, 2 passed in 3.0s. Failed: `tests/test_x.py::test_y`." in text
-    assert "loader (tails set): gpuaug / pil-dataloader: 2.0 (goal 8.0)" in text  # a missed target, said plainly
+    assert "loader (tails set): gpuaug / pil-dataloader: 2 (goal 8)" in text  # a missed target, said plainly
     readme = tmp_path / "README.md"
     readme.write_text(f"intro\n{report.START}\nold\n{report.END}\nafter\n")
     main(["report", "--results-dir", str(results), "--readme", str(readme)])
