@@ -111,7 +111,11 @@ def test_a_data_folder_is_never_written(tmp_path):
     assert _snapshot(data) == before
     record = json.loads((out / "results.json").read_text())
     assert record["config"]["loader"]["dataset"]["set"] == "user data"
-    assert {"pil-dataloader", "gpuaug", "decode-cpu"} <= {row["pipeline"] for row in record["results"]}
+    rows = {row["pipeline"]: row for row in record["results"] if row["benchmark"] == "loader"}
+    assert {"pil-dataloader", "gpuaug", "decode-cpu"} <= set(rows)
+    decoders = [row["decoder"] for row in rows.values() if "decoder" in row]
+    assert rows["gpuaug"]["decoder"] == "cpu" and len(decoders) == len(set(decoders))  # no decode mode timed twice
+    assert rows["gpuaug"]["fraction_of_ceiling"] == rows["gpuaug"]["images_per_sec"] / rows["decode-cpu"]["images_per_sec"]
     assert "loader-clean" not in record["config"]  # the clean comparison needs the generated sets
     assert main(["loader", *arguments[:-1], str(tmp_path / "missing"), "--out", str(out)]) == 2
     with pytest.raises(FileNotFoundError, match="missing"):
