@@ -16,8 +16,8 @@ kept. ``RandomResizedCrop`` is box -> size; ``Resize`` the whole image -> its si
 Example:
     >>> ops = FusedOps(((4, 6),))
     >>> ops.center_crop((2, 2))
-    >>> ops.window, ops.size
-    ([(1, 2)], (2, 2))
+    >>> ops.window.tolist(), ops.size
+    ([[1, 2]], (2, 2))
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -45,8 +46,9 @@ ROLES = ("flip", "crop", "resize", "window", "jitter", "gray", "cast", "normaliz
 class FusedOps:
     """The fused pass a run of transforms asks for, filled by the transforms' ``contribute`` calls.
 
-    Geometry fields are host lists (sizes come from image headers); boxes, masks and factors are
-    the ``[B]``/``[B, 4]`` params tensors, untouched.
+    Geometry fields are host ``[B, 2]`` int64 numpy arrays (sizes come from image headers: no
+    device reads; numpy, as the Triton pass builds its per-batch table from them); boxes, masks
+    and factors are the ``[B]``/``[B, 4]`` params tensors, untouched.
 
     Args:
         sizes: ``(height, width)`` of each input image.
@@ -59,9 +61,9 @@ class FusedOps:
     boxes: Tensor | None = None
     resample: bool = False
     antialias: bool = True
-    virtual: list[tuple[int, int]] | None = None
-    window: list[tuple[int, int]] | None = None
-    current: list[tuple[int, int]] | None = None
+    virtual: np.ndarray | None = None
+    window: np.ndarray | None = None
+    current: np.ndarray | None = None
     hflips_before: list[Tensor] = field(default_factory=list)
     vflips_before: list[Tensor] = field(default_factory=list)
     hflips: list[Tensor] = field(default_factory=list)
@@ -84,9 +86,9 @@ class FusedOps:
     @property
     def size(self) -> tuple[int, int] | None:
         """The common output ``(height, width)``, or ``None`` when the images still differ (or no geometry)."""
-        if self.current is None or len(set(self.current)) != 1:
+        if self.current is None or not (self.current == self.current[0]).all():
             return None
-        return self.current[0]
+        return int(self.current[0, 0]), int(self.current[0, 1])
 
     def flip(self, axis: str, mask: Tensor) -> None:
         """Mirror the images whose ``mask`` is set, ``axis`` ``"horizontal"`` or ``"vertical"``."""
@@ -101,30 +103,27 @@ class FusedOps:
         """Resample each image's ``boxes`` row (``top, left, height, width``) to ``size``."""
         self._first_geometry("crop")
         self.boxes, self.resample, self.antialias = boxes, True, bool(antialias)
-        self.virtual = [tuple(size)] * len(self.sizes)
-        self.window = [(0, 0)] * len(self.sizes)
-        self.current = list(self.virtual)
+        self.virtual = np.broadcast_to(np.array(size, dtype=np.int64), (len(self.sizes), 2))
+        self.window = np.zeros((len(self.sizes), 2), dtype=np.int64)
+        self.current = self.virtual
 
     def resize(self, sizes: Sequence[tuple[int, int]], antialias: bool) -> None:
         """Resample each whole image to its ``sizes`` row."""
         self._first_geometry("resize")
         self.resample, self.antialias = True, bool(antialias)
-        self.virtual = [tuple(size) for size in sizes]
-        self.window = [(0, 0)] * len(self.sizes)
-        self.current = list(self.virtual)
+        self.virtual = np.asarray(sizes, dtype=np.int64).reshape(len(self.sizes), 2)
+        self.window = np.zeros((len(self.sizes), 2), dtype=np.int64)
+        self.current = self.virtual
 
     def center_crop(self, size: Sequence[int]) -> None:
         """Keep the centre ``size`` window of the current images (zero padding where they are smaller)."""
         if self.current is None:
-            self.virtual = list(self.sizes)
-            self.window = [(0, 0)] * len(self.sizes)
-            self.current = list(self.sizes)
-        crop_height, crop_width = int(size[0]), int(size[1])
-        self.window = [
-            (top + _centre_anchor(height, crop_height), left + _centre_anchor(width, crop_width))
-            for (top, left), (height, width) in zip(self.window, self.current)
-        ]
-        self.current = [(crop_height, crop_width)] * len(self.sizes)
+            self.virtual = np.asarray(self.sizes, dtype=np.int64).reshape(len(self.sizes), 2)
+            self.window = np.zeros((len(self.sizes), 2), dtype=np.int64)
+            self.current = self.virtual
+        crop = np.array([int(size[0]), int(size[1])], dtype=np.int64)
+        self.window = self.window + _centre_anchor(self.current, crop)
+        self.current = np.broadcast_to(crop, (len(self.sizes), 2))
 
     def _first_geometry(self, op: str) -> None:
         if self.current is not None:
@@ -185,8 +184,7 @@ def combine(masks: list[Tensor], how: str) -> Tensor | None:
     return result
 
 
-def _centre_anchor(size: int, crop: int) -> int:
-    """torchvision's CenterCrop anchor on one axis; negative: the image is zero-padded first."""
-    if crop > size:
-        return -((crop - size) // 2)
-    return int(round((size - crop) / 2.0))
+def _centre_anchor(sizes: np.ndarray, crop: np.ndarray) -> np.ndarray:
+    """torchvision's CenterCrop anchors (round half to even, as Python's ``round``); negative where
+    the image is zero-padded first."""
+    return np.where(crop > sizes, -((crop - sizes) // 2), np.round((sizes - crop) / 2.0)).astype(np.int64)

@@ -475,8 +475,8 @@ def fused(data: Tensor, offsets, strides, ops: FusedOps, memory_format=torch.cha
     out_height, out_width = size
     if batch > 65535:
         raise ValueError(f"the fused pass takes at most 65535 images per call, got {batch}")
-    virtual = ops.virtual if ops.virtual is not None else list(sizes)
-    window = ops.window if ops.window is not None else [(0, 0)] * batch
+    virtual = ops.virtual if ops.virtual is not None else sizes
+    window = ops.window if ops.window is not None else 0
     resample = ops.resample
 
     # One host table (metadata + column tiles) built with numpy (torch's CPU ops cost ~10 us each,
@@ -486,7 +486,7 @@ def fused(data: Tensor, offsets, strides, ops: FusedOps, memory_format=torch.cha
     meta[:, 1:3] = np.asarray(sizes, dtype=np.int64).reshape(batch, 2)
     meta[:, 3:6] = np.asarray(strides, dtype=np.int64).reshape(batch, 3)
     meta[:, 6:8] = np.asarray(virtual, dtype=np.int64).reshape(batch, 2)
-    meta[:, 8:10] = np.asarray(window, dtype=np.int64).reshape(batch, 2)
+    meta[:, 8:10] = window
     widths = meta[:, 2]
     widest = int(widths.max())
     if INTERPRETING and ops.boxes is not None:  # CPU tensors: reading the boxes costs no device sync
