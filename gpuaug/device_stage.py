@@ -252,7 +252,8 @@ class DeviceStage:
             decoded = [image.to(self.device, non_blocking=True) for image in decoded or []]
         for position, row in enumerate(host.decoded_rows):
             images[row] = decoded[position]
-            regions[row] = host.regions[position]
+        if host.decoded_rows:
+            regions[host.decoded_rows] = host.regions
         if host.encoded_rows:
             self._decode_encoded(host, images, regions)
         keep = [row for row in range(rows) if images[row] is not None]
@@ -271,19 +272,20 @@ class DeviceStage:
     def _decode_encoded(self, host: HostBatch, images: list, regions: torch.Tensor) -> None:
         """Decode the encoded rows in one batched call (nvJPEG: an image it refuses goes to the CPU)."""
         paths = [host.paths[row] for row in host.encoded_rows]
+        files = host.encoded_files()
         full = host.sizes[host.encoded_rows]
         whole = torch.cat([torch.zeros_like(full), full], dim=1)
         if self.decoder == "nvjpeg":
-            results = decode_jpegs_cuda(host.encoded, paths, self.device)
+            results = decode_jpegs_cuda(files, paths, self.device)
             covered = whole
         elif self.device.type == "cpu" and host.params is not None:
             # nvImageCodec's CPU codecs decode only the crop box (3.4k against 2.0k img/s whole on
             # the H200's host); its GPU stages decode whole images anyway (region requests sent
             # most images to the CPU there), and whole HWC images pack without a copy each.
             covered = self.pipeline.source_regions({key: value[host.encoded_rows] for key, value in host.params.items()}, full)
-            results = self.decoder.decode(host.encoded, paths, regions=covered, headers=host.headers)
+            results = self.decoder.decode(files, paths, regions=covered, headers=host.headers)
         else:
-            results = self.decoder.decode(host.encoded, paths, headers=host.headers)
+            results = self.decoder.decode(files, paths, headers=host.headers)
             covered = whole
         for position, (row, result) in enumerate(zip(host.encoded_rows, results)):
             if isinstance(result, DecodeError):
@@ -291,16 +293,17 @@ class DeviceStage:
                     self.skip(result.path, result.reason)
                     continue
                 try:
-                    data = bytes(host.encoded[position].numpy())
+                    data = bytes(files[position].numpy())
                     image = decode_cpu(data, paths[position], exif_orientation=self.exif_orientation, **self.read_options)
                 except DecodeError as error:
                     self.skip(error.path, error.reason)
                     continue
                 result = image.to(self.device)
+                covered[position] = torch.tensor([0, 0, *result.shape[-2:]])
             elif self.decoder == "nvjpeg":
                 result = apply_orientation(result, host.orientations[position])
             images[row] = result
-            regions[row] = covered[position]
+        regions[host.encoded_rows] = covered  # rows that failed are dropped with their images
 
     # -- augment -----------------------------------------------------------------------------------
     def _augment(self, batch: list[torch.Tensor], params: T.Params | None) -> torch.Tensor | list[torch.Tensor]:

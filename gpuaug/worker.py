@@ -63,8 +63,9 @@ class HostBatch:
         decoded_rows: the rows in ``images`` (all rows in ``"augment"`` mode).
         regions: int64 ``[len(decoded_rows), 4]``: the part of its full image each decoded image
             covers (top, left, height, width).
-        encoded: the encoded bytes (uint8 ``[N]``) of the rows the device decodes, one per
-            ``encoded_rows``.
+        encoded: the encoded files of the rows the device decodes (``encoded_rows``), one after
+            another in one uint8 buffer: a batch of 256 files as 256 tensors cost the main process
+            one shared-memory segment each to receive; ``encoded_offsets`` ``[n + 1]`` delimit them.
         orientations: the EXIF orientation of each encoded row (1: as stored).
         headers: each encoded row's header (read once, in the worker).
         failures: ``(path, reason)`` of samples that could not be read or decoded here.
@@ -78,7 +79,8 @@ class HostBatch:
     images: torch.Tensor | PackedBatch | list[torch.Tensor] | None = None
     decoded_rows: list[int] = field(default_factory=list)
     regions: torch.Tensor | None = None
-    encoded: list[torch.Tensor] = field(default_factory=list)
+    encoded: torch.Tensor | None = None
+    encoded_offsets: list[int] = field(default_factory=lambda: [0])
     encoded_rows: list[int] = field(default_factory=list)
     orientations: list[int] = field(default_factory=list)
     headers: list[ImageHeader] = field(default_factory=list)
@@ -90,6 +92,11 @@ class HostBatch:
     def __len__(self) -> int:
         return len(self.paths)
 
+    def encoded_files(self) -> list[torch.Tensor]:
+        """Each encoded row's file as a 1-D uint8 view of ``encoded``."""
+        bounds = self.encoded_offsets
+        return [self.encoded[start:end] for start, end in zip(bounds[:-1], bounds[1:])]
+
     def pin_memory(self, device: Any = None) -> HostBatch:
         """Called by the DataLoader's pin-memory thread: pin what goes to the device."""
         images = self.images
@@ -98,7 +105,7 @@ class HostBatch:
         elif images:
             images = [image.pin_memory() for image in images]
         return HostBatch(
-            **{**self.__dict__, "images": images, "labels": self.labels.pin_memory(), "encoded": self.encoded}
+            **{**self.__dict__, "images": images, "labels": self.labels.pin_memory()}
         )
 
 
@@ -274,7 +281,7 @@ class WorkerSide(Dataset):
         params = batch.params
         regions = self.pipeline.source_regions(params, batch.sizes) if params is not None else None
         limits = self.pipeline.reduction_limit(params, batch.sizes) if params is not None else None
-        images, rows, kept_regions, failed = [], [], [], []
+        images, rows, kept_regions, failed, files = [], [], [], [], []
         for row, payload in enumerate(payloads):
             full = tuple(batch.sizes[row].tolist())
             region = regions[row] if regions is not None else torch.tensor([0, 0, *full])
@@ -283,7 +290,8 @@ class WorkerSide(Dataset):
             else:
                 data, header = payload
                 if self.mode == "encoded" and device_decodes(header, self.decoder, self.exif_orientation):
-                    batch.encoded.append(torch.frombuffer(bytearray(data), dtype=torch.uint8))
+                    files.append(data)
+                    batch.encoded_offsets.append(batch.encoded_offsets[-1] + len(data))
                     batch.encoded_rows.append(row)
                     batch.orientations.append(header.orientation if self.exif_orientation else 1)
                     batch.headers.append(header)
@@ -298,6 +306,8 @@ class WorkerSide(Dataset):
                 images.append(_crop(image, region, full))
             rows.append(row)
             kept_regions.append(region)
+        if files:
+            batch.encoded = torch.frombuffer(bytearray(b"".join(files)), dtype=torch.uint8)
         images = _one_dtype(images)
         # one buffer for the whole batch: one shared-memory segment, one pin, one copy to the device
         batch.images = PackedBatch.from_images(images) if images and images[0].dtype == torch.uint8 else images
