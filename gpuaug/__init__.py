@@ -13,6 +13,7 @@ from gpuaug.convert import from_torchvision
 from gpuaug.decode import DecodeError
 from gpuaug.kornia_ops import KorniaTransform, from_kornia, is_kornia
 from gpuaug.loader import GPULoader, LoaderStats
+from gpuaug.packed import PackedBatch
 from gpuaug.sources import FileList, ImageFolder
 from gpuaug.transforms import *  # noqa: F403 - the public transforms, listed in transforms.__all__
 
@@ -26,6 +27,7 @@ __all__ = [
     "ImageFolder",
     "KorniaTransform",
     "LoaderStats",
+    "PackedBatch",
     "from_kornia",
     "from_torchvision",
     "functional",
