@@ -60,7 +60,8 @@ class Producer:
         items: an iterator (consumed in the producer thread only).
         work: ``(item, number) -> result | None``.
         depth: queue length (the loader's ``prefetch_factor``).
-        on_stop: called once, in the consumer, after the thread has stopped (shuts workers down).
+        on_stop: ``on_stop(early)``, called once in the consumer: after the thread has stopped
+            (``early=False``), or to make a thread stuck on its input stop (``early=True``).
         stream: a CUDA stream made current in the producer thread.
     """
 
@@ -69,7 +70,7 @@ class Producer:
         items: Iterator[Any],
         work: Callable[[Any, int], Any],
         depth: int = 2,
-        on_stop: Callable[[], None] | None = None,
+        on_stop: Callable[[bool], None] | None = None,
         stream: torch.cuda.Stream | None = None,
     ) -> None:
         self._items, self._work, self._on_stop, self._stream = items, work, on_stop, stream
@@ -126,18 +127,27 @@ class Producer:
                     raise RuntimeError("gpuaug's producer thread stopped without a result or an error") from None
 
     def close(self) -> None:
-        """Stop the thread (it finishes the item in hand), join it, then run ``on_stop``."""
+        """Stop the thread (it finishes the item in hand), join it, then run ``on_stop``.
+
+        A thread still waiting after 2 s (on a slow or hung worker) gets ``on_stop(True)`` early,
+        which shuts the workers down and wakes it; after 10 s more it is left to die with the
+        process (a daemon) rather than hang the caller. Otherwise ``on_stop(False)`` follows the join.
+        """
         if self._closed:
             return
         self._closed = True
         self._stop.set()
-        while self._thread.is_alive():
+        started, stopped = time.monotonic(), False
+        while self._thread.is_alive() and time.monotonic() - started < 12:
             with contextlib.suppress(queue.Empty):  # make room so a blocked put returns
                 while True:
                     self._queue.get_nowait()
             self._thread.join(timeout=0.05)
-        if self._on_stop is not None:
-            self._on_stop()
+            if not stopped and self._on_stop is not None and time.monotonic() - started > 2:
+                stopped = True
+                self._on_stop(True)
+        if not stopped and self._on_stop is not None:
+            self._on_stop(False)
 
     @property
     def thread(self) -> threading.Thread:

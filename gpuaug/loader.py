@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import signal
 import time
@@ -457,11 +458,19 @@ class GPULoader:
         pin = self.pin_memory and self.device.type == "cpu" and torch.cuda.is_available()
         host_iterator, producer = None, None
 
-        def stop_workers() -> None:
-            if not (self.persistent_workers and self.num_workers > 0):
-                shutdown = getattr(host_iterator, "_shutdown_workers", None)
-                if shutdown is not None:
-                    shutdown()
+        def stop_workers(early: bool = False) -> None:
+            persistent = self.persistent_workers and self.num_workers > 0
+            if persistent and not early:
+                return  # the workers serve the next epoch
+            shutdown = getattr(host_iterator, "_shutdown_workers", None)
+            if shutdown is None:
+                return
+            shutdown()
+            if early:  # the producer waits on a worker: wake it with an item it fails on, and let it exit
+                if persistent:
+                    self._host_loader._iterator = None  # the next epoch starts fresh workers
+                with contextlib.suppress(Exception):
+                    host_iterator._data_queue.put((None, None))
 
         try:
             host_iterator = iter(self._host_loader)

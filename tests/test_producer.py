@@ -374,3 +374,28 @@ def test_a_host_batch_is_a_few_tensors_whatever_its_size(files, mode):
         encoded = large.encoded_files()
         assert len(encoded) == 16
         assert all(bytes(data.numpy()) == Path(path).read_bytes() for data, (path, _) in zip(encoded, files))
+
+
+class _HangsAfterFirstBatch(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 8
+
+    def __getitem__(self, index: int):
+        if index >= 2:
+            time.sleep(120)
+        return torch.zeros(3, 8, 8, dtype=torch.uint8), index
+
+
+def test_break_while_a_worker_hangs_returns_and_cleans_up():
+    """The producer is stuck waiting on a hung worker (no timeout set) when the loop breaks: the
+    workers are shut down to end its wait, instead of the break hanging with them."""
+    loader = ga.GPULoader(_HangsAfterFirstBatch(), batch_size=2, num_workers=1, prefetch_factor=1)
+    started = time.monotonic()
+    for _, labels in loader:
+        assert labels.tolist() == [0, 1]
+        break
+    assert time.monotonic() - started < 60
+    deadline = time.monotonic() + 10
+    while (_producer_threads() or multiprocessing.active_children()) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _producer_threads() and not multiprocessing.active_children()
