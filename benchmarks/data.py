@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gpuaug.samples import PHOTOS, load_photo, write_photo_folder
+from gpuaug.samples import PHOTOS, load_photo, random_photo_crop, write_photo_folder
 
 CLASSES = tuple(f"class_{index:02d}" for index in range(10))
 VERSION = 2  # bump when the generator's output changes: cached sets are named by it
@@ -93,17 +93,7 @@ def plan(count: int, seed: int = 0) -> list[str]:
 
 def _crop(photos: list[Image.Image], rng: np.random.Generator, short_side: tuple[int, int]) -> Image.Image:
     """A random crop of a random photo, aspect 0.6-1.7, resized so its shorter side lies in ``short_side``."""
-    photo = photos[rng.integers(len(photos))]
-    width, height = photo.size
-    ratio = float(np.exp(rng.uniform(np.log(0.6), np.log(1.7))))
-    area = width * height * rng.uniform(0.3, 1.0)
-    crop_w = int(min(width, round(np.sqrt(area * ratio))))
-    crop_h = int(min(height, round(np.sqrt(area / ratio))))
-    left = int(rng.integers(0, width - crop_w + 1))
-    top = int(rng.integers(0, height - crop_h + 1))
-    crop = photo.crop((left, top, left + crop_w, top + crop_h))
-    scale = int(rng.integers(short_side[0], short_side[1] + 1)) / min(crop_w, crop_h)
-    return crop.resize((max(1, round(crop_w * scale)), max(1, round(crop_h * scale))), Image.BILINEAR)
+    return random_photo_crop(photos, rng, short_side, (0.6, 1.7))
 
 
 def _huge(photos: list[Image.Image], rng: np.random.Generator) -> Image.Image:

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-__all__ = ["PHOTOS", "load_photo", "photo_crops", "resolve_image", "write_photo_folder"]
+__all__ = ["PHOTOS", "load_photo", "photo_crops", "random_photo_crop", "resolve_image", "write_photo_folder"]
 
 PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field", "immunohistochemistry", "retina")
 """scikit-image sample images that are colour photographs bundled in its wheel."""
@@ -81,20 +81,36 @@ def photo_crops(
     photos = [load_photo(name) for name in photos]
     images = []
     for _ in range(count):
-        photo = photos[rng.integers(len(photos))]
-        width, height = photo.size
-        ratio = float(np.exp(rng.uniform(np.log(aspect[0]), np.log(aspect[1]))))
-        area = width * height * rng.uniform(0.3, 1.0)
-        crop_w = int(min(width, round(np.sqrt(area * ratio))))
-        crop_h = int(min(height, round(np.sqrt(area / ratio))))
-        left = int(rng.integers(0, width - crop_w + 1))
-        top = int(rng.integers(0, height - crop_h + 1))
-        crop = photo.crop((left, top, left + crop_w, top + crop_h))
-        target_short = int(rng.integers(short_side[0], short_side[1] + 1))
-        scale = target_short / min(crop_w, crop_h)
-        crop = crop.resize((max(1, round(crop_w * scale)), max(1, round(crop_h * scale))), Image.BILINEAR)
+        crop = random_photo_crop(photos, rng, short_side, aspect)
         images.append(torch.from_numpy(np.asarray(crop).copy()).permute(2, 0, 1).contiguous())
     return images
+
+
+def random_photo_crop(
+    photos: Sequence[Image.Image],
+    rng: np.random.Generator,
+    short_side: tuple[int, int] = (200, 500),
+    aspect: tuple[float, float] = (0.6, 1.7),
+) -> Image.Image:
+    """A random crop (30-100 % of the area, width / height in ``aspect``) of a random one of
+    ``photos``, resized so that its shorter side lies in ``short_side``.
+
+    Example:
+        >>> crop = random_photo_crop([load_photo("chelsea")], np.random.default_rng(0), (40, 40))
+        >>> min(crop.size)
+        40
+    """
+    photo = photos[rng.integers(len(photos))]
+    width, height = photo.size
+    ratio = float(np.exp(rng.uniform(np.log(aspect[0]), np.log(aspect[1]))))
+    area = width * height * rng.uniform(0.3, 1.0)
+    crop_w = int(min(width, round(np.sqrt(area * ratio))))
+    crop_h = int(min(height, round(np.sqrt(area / ratio))))
+    left = int(rng.integers(0, width - crop_w + 1))
+    top = int(rng.integers(0, height - crop_h + 1))
+    crop = photo.crop((left, top, left + crop_w, top + crop_h))
+    scale = int(rng.integers(short_side[0], short_side[1] + 1)) / min(crop_w, crop_h)
+    return crop.resize((max(1, round(crop_w * scale)), max(1, round(crop_h * scale))), Image.BILINEAR)
 
 
 def write_photo_folder(
