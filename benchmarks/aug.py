@@ -15,6 +15,8 @@ Pipelines:
 - ``gpuaug-ragged``: ``ga.Compose`` on the ragged list;
 - ``gpuaug-packed``: ``gpuaug.packed.PackedBatch`` of the same images (packed before timing, as a
   decoder writing into it would), when that module exists; ``gpuaug-packed+pack`` times the packing too;
+  ``gpuaug-packed-apply`` only ``Compose.apply`` with parameters drawn beforehand (what the loader
+  runs: its workers draw them on the CPU), so its kernel count is the pixel work alone;
 - ``gpuaug``: ``ga.Compose`` with its fused paths on the uniform batch;
 - ``gpuaug-exact``: the same with ``fuse=False`` (op by op, torchvision's exact semantics);
 - ``kornia-sequential``: ``kornia.augmentation.AugmentationSequential`` on the uniform batch (float
@@ -84,6 +86,7 @@ def pipelines(image_size: int, device: torch.device) -> dict[str, object]:
         "gpuaug-ragged": ga.Compose(ours),
         "gpuaug-packed": ga.Compose(ours),
         "gpuaug-packed+pack": ga.Compose(ours),
+        "gpuaug-packed-apply": ga.Compose(ours),
         "gpuaug": ga.Compose(ours),
         "gpuaug-exact": ga.Compose(ours, fuse=False),
         "kornia-sequential": K.AugmentationSequential(
@@ -104,7 +107,7 @@ def pipelines(image_size: int, device: torch.device) -> dict[str, object]:
         BASELINE: pil_recipe(image_size),
     }
     if packed_type() is None:
-        del named["gpuaug-packed"], named["gpuaug-packed+pack"]
+        del named["gpuaug-packed"], named["gpuaug-packed+pack"], named["gpuaug-packed-apply"]
     return named
 
 
@@ -122,6 +125,9 @@ def batch_functions(name: str, pipeline, inputs: dict[str, list], generator: tor
         return [lambda batch=batch: pipeline(batch, generator=generator) for batch in inputs["ragged"]]
     if name == "gpuaug-packed":
         return [lambda batch=batch: pipeline(batch, generator=generator) for batch in inputs["packed"]]
+    if name == "gpuaug-packed-apply":  # the loader's case: its workers drew the params on the CPU
+        drawn = [(batch, pipeline.make_params(batch, generator)) for batch in inputs["packed"]]
+        return [lambda batch=batch, params=params: pipeline.apply(batch, params) for batch, params in drawn]
     if name == "gpuaug-packed+pack":
         packed = packed_type()
         return [lambda batch=batch: pipeline(packed.from_images(batch), generator=generator) for batch in inputs["ragged"]]
