@@ -184,7 +184,8 @@ class DeviceStage:
         device: where the batch goes.
         decoder: the device decoder for encoded rows: an ``NvImageCodecDecoder`` or ``"nvjpeg"``.
         dtype, channels_last: the batch contract.
-        on_error: ``"raise"`` or ``"skip"``; ``skip(path, reason)`` counts a skipped file.
+        skip: ``skip(path, reason)`` raises the loader's ``DecodeError`` (``on_error="raise"``) or
+            counts the file as skipped.
         exif_orientation: apply the EXIF orientation of encoded rows.
         max_pixels: the pixel limit for images the CPU decodes here (default: the decoder's).
     """
