@@ -399,3 +399,19 @@ def test_break_while_a_worker_hangs_returns_and_cleans_up():
     while (_producer_threads() or multiprocessing.active_children()) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _producer_threads() and not multiprocessing.active_children()
+
+
+# ----------------------------------------------------------------------------------------------
+# CUDA: the producer thread's batches equal the CPU device stage's (same draws, same crops)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.cuda
+@pytest.mark.parametrize("decode", ["nvjpeg", "cpu", "nvimgcodec"])
+def test_cuda_batches_equal_the_cpu_device_stage(files, decode):
+    if decode == "nvimgcodec":
+        pytest.importorskip("nvidia.nvimgcodec")
+    reference = _run(files, augment_in="device", reduced_decode=False)
+    images, labels = _run(files, device="cuda", decode=decode, reduced_decode=False, num_workers=2)
+    assert images.device.type == "cuda" and images.is_contiguous(memory_format=torch.channels_last)
+    assert torch.equal(labels.cpu(), reference[1])
+    # the same crops and draws; the GPU JPEG decoders differ from libjpeg-turbo by a level or two
+    assert (images.cpu() - reference[0]).abs().mean() * 255 < 1.5
