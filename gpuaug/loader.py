@@ -149,6 +149,21 @@ def _worker_exit_error(iterator: Any, error: BaseException, wait: float) -> Runt
 _DEATH_SIGNS = (ConnectionError, EOFError, BrokenPipeError, FileNotFoundError)
 
 
+def _quiet_sigchld(iterator: Any) -> None:
+    """Unregister the DataLoader iterator's workers from torch's SIGCHLD handler.
+
+    That handler raises its own RuntimeError in the main thread, wherever it happens to be (in
+    the training loop's own code too), when a worker dies; unregistered, a dead worker is found
+    by the producer thread instead (torch's queue reads check the workers every 5 s), which
+    reports it as one error naming the worker and its exit code.
+    """
+    if getattr(iterator, "_worker_pids_set", False):
+        from torch.utils.data._utils import signal_handling
+
+        signal_handling._remove_worker_pids(id(iterator))
+        iterator._worker_pids_set = False
+
+
 def _torch_says_worker_died(error: BaseException) -> bool:
     """torch's own words for a dead worker (from its SIGCHLD handler or its result queue)."""
     text = str(error)
@@ -474,6 +489,7 @@ class GPULoader:
 
         try:
             host_iterator = iter(self._host_loader)
+            _quiet_sigchld(host_iterator)
             producer = Producer(
                 iter(_HostBatches(host_iterator)),
                 stage,
