@@ -89,6 +89,24 @@ def _taps(position, length, virtual, ANTIALIAS: tl.constexpr):
 
 
 @triton.jit
+def _tent(k, shift, inverse):
+    """Tap ``k``'s triangle-filter weight (before normalising); 0 past the filter's support."""
+    return tl.maximum(1.0 - tl.abs((k + 0.5 - shift) * inverse), 0.0)
+
+
+@triton.jit
+def _normaliser(count, shift, inverse, taps, ANTIALIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """1 / the sum of each position's ``count`` tap weights (float64, as torchvision sums them); 1 without antialias."""
+    normaliser = tl.full([BLOCK], 1.0, tl.float64)
+    if ANTIALIAS:
+        total = tl.zeros([BLOCK], dtype=tl.float64)
+        for k in range(0, taps):
+            total += tl.where(k < count, _tent(k, shift, inverse), 0.0)
+        normaliser = 1.0 / tl.maximum(total, 1e-12)
+    return normaliser
+
+
+@triton.jit
 def _box(boxes_ptr, image, height, width, HAS_BOXES: tl.constexpr):
     if HAS_BOXES:
         top = tl.load(boxes_ptr + image * 4).to(tl.int64)
@@ -277,12 +295,7 @@ def _resample_rows(
         first, count, shift, inverse = _taps(virtual_rows, box_height, virtual_h, ANTIALIAS)
         count = tl.where(row_ok, count, 0)
         taps = tl.max(count, axis=0)
-        normaliser = tl.full([BLOCK_Y], 1.0, tl.float64)
-        if ANTIALIAS:
-            total = tl.zeros([BLOCK_Y], dtype=tl.float64)
-            for k in range(0, taps):
-                total += tl.where(k < count, tl.maximum(1.0 - tl.abs((k + 0.5 - shift) * inverse), 0.0), 0.0)
-            normaliser = 1.0 / tl.maximum(total, 1e-12)
+        normaliser = _normaliser(count, shift, inverse, taps, ANTIALIAS, BLOCK_Y)
         columns = column_start + tl.arange(0, BLOCK_X)
         column_ok = columns < box_width
         base = src_ptr + offset + (left + columns) * stride_w
@@ -290,7 +303,7 @@ def _resample_rows(
         green = tl.zeros([BLOCK_Y, BLOCK_X], dtype=tl.float32)
         blue = tl.zeros([BLOCK_Y, BLOCK_X], dtype=tl.float32)
         for k in range(0, taps):
-            weight = tl.maximum(1.0 - tl.abs((k + 0.5 - shift) * inverse), 0.0) * normaliser  # 0 past count: masked
+            weight = _tent(k, shift, inverse) * normaliser  # 0 past count: masked
             weight = weight.to(tl.float32)[:, None]
             source_rows = top + tl.minimum(first + k, box_height - 1)
             pointers = base[None, :] + (source_rows * stride_r)[:, None]
@@ -350,12 +363,7 @@ def _finish(
             first, count, shift, inverse = _taps(virtual_columns, box_width, virtual_w, ANTIALIAS)
             count = tl.where(column_ok, count, 0)
             taps = tl.max(count, axis=0)
-            normaliser = tl.full([BLOCK_X], 1.0, tl.float64)
-            if ANTIALIAS:
-                total = tl.zeros([BLOCK_X], dtype=tl.float64)
-                for k in range(0, taps):
-                    total += tl.where(k < count, tl.maximum(1.0 - tl.abs((k + 0.5 - shift) * inverse), 0.0), 0.0)
-                normaliser = 1.0 / tl.maximum(total, 1e-12)
+            normaliser = _normaliser(count, shift, inverse, taps, ANTIALIAS, BLOCK_X)
             plane = out_height * mid_stride
             base = mid_ptr + mid_offset + (rows * mid_stride)[:, None]
             row_ok = (rows < out_height)[:, None]
@@ -363,7 +371,7 @@ def _finish(
             green = tl.zeros([BLOCK_Y, BLOCK_X], dtype=tl.float32)
             blue = tl.zeros([BLOCK_Y, BLOCK_X], dtype=tl.float32)
             for k in range(0, taps):
-                weight = tl.maximum(1.0 - tl.abs((k + 0.5 - shift) * inverse), 0.0) * normaliser  # 0 past count: masked
+                weight = _tent(k, shift, inverse) * normaliser  # 0 past count: masked
                 weight = weight.to(tl.float32)[None, :]
                 pointers = base + tl.minimum(first + k, box_width - 1)[None, :]
                 mask = row_ok & (k < count)[None, :]
