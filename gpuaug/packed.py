@@ -72,6 +72,7 @@ class PackedBatch:
                 raise ValueError(f"PackedBatch.{name} must live on the host (CPU), got {value.device}")
         self.sizes = tuple((int(height), int(width)) for height, width in self.sizes)
         if count:
+            # heights and widths live on the host (checked above): reading them never syncs a device
             if self.heights.tolist() != [h for h, _ in self.sizes] or self.widths.tolist() != [w for _, w in self.sizes]:
                 raise ValueError("PackedBatch.sizes must equal (heights, widths)")
             if min(min(size) for size in self.sizes) < 1:

@@ -1095,7 +1095,8 @@ class Compose(Transform):
             ``[B, 4]`` int64 ``(top, left, height, width)``, on ``sizes``' device.
 
         Example:
-            >>> Compose([CenterCrop(4)]).source_regions({}, torch.tensor([[10, 3]])).tolist()
+            >>> regions = Compose([CenterCrop(4)]).source_regions({}, torch.tensor([[10, 3]]))
+            >>> regions.tolist()  # a CPU example: no device sync
             [[3, 0, 4, 3]]
         """
         sizes = torch.as_tensor(sizes, dtype=torch.int64).view(-1, 2)
@@ -1113,7 +1114,8 @@ class Compose(Transform):
             sizes ``[B, 2]`` -> ``[B]`` float64.
 
         Example:
-            >>> Compose([Resize(100)]).reduction_limit({}, torch.tensor([[400, 800]])).tolist()
+            >>> limits = Compose([Resize(100)]).reduction_limit({}, torch.tensor([[400, 800]]))
+            >>> limits.tolist()  # a CPU example: no device sync
             [4.0]
         """
         sizes = torch.as_tensor(sizes, dtype=torch.int64).view(-1, 2)
@@ -1140,7 +1142,8 @@ class Compose(Transform):
         Example:
             >>> compose = Compose([RandomResizedCrop(8)])
             >>> params = {"0.boxes": torch.tensor([[10, 20, 40, 60]])}
-            >>> compose.rebase(params, torch.tensor([[0, 0, 100, 200]]), torch.tensor([[50, 100]]))["0.boxes"].tolist()
+            >>> rebased = compose.rebase(params, torch.tensor([[0, 0, 100, 200]]), torch.tensor([[50, 100]]))
+            >>> rebased["0.boxes"].tolist()  # a CPU example: no device sync
             [[5, 10, 20, 30]]
         """
         position = self.first_geometric()
