@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from gpuaug import transforms as T
-from gpuaug.decode import DecodeError, apply_orientation, decode_cpu, decode_jpegs_cuda
+from gpuaug.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_cpu, decode_jpegs_cuda
 from gpuaug.packed import PackedBatch
 from gpuaug.worker import HostBatch
 
@@ -187,7 +187,7 @@ class DeviceStage:
         skip: ``skip(path, reason)`` raises the loader's ``DecodeError`` (``on_error="raise"``) or
             counts the file as skipped.
         exif_orientation: apply the EXIF orientation of encoded rows.
-        max_pixels: the pixel limit for images the CPU decodes here (default: the decoder's).
+        max_pixels: the pixel limit for images the CPU decodes here.
     """
 
     def __init__(
@@ -199,10 +199,10 @@ class DeviceStage:
         channels_last: bool,
         skip: Callable[[str, str], None],
         exif_orientation: bool = False,
-        max_pixels: int | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
     ) -> None:
         self.pipeline, self.device, self.decoder = pipeline, device, decoder
-        self.read_options = {"max_pixels": max_pixels} if max_pixels is not None else {}
+        self.max_pixels = max_pixels
         self.dtype, self.channels_last, self.skip = dtype, channels_last, skip
         self.exif_orientation = exif_orientation
         self.timers: list[tuple[Any, Any, Any]] = []  # CUDA events per batch, read at the epoch's end
@@ -305,15 +305,13 @@ class DeviceStage:
                     continue
                 try:
                     data = bytes(files[position].numpy())
-                    image = decode_cpu(data, paths[position], exif_orientation=self.exif_orientation, **self.read_options)
+                    image = decode_cpu(data, paths[position], exif_orientation=self.exif_orientation, max_pixels=self.max_pixels)
                 except DecodeError as error:
                     self.skip(error.path, error.reason)
                     continue
                 result = image.to(self.device)
                 covered[position] = torch.tensor([0, 0, *result.shape[-2:]])
-            elif self.decoder == "nvjpeg":
-                result = apply_orientation(result, host.orientations[position])
-            images[row] = result
+            images[row] = result  # rows to orient never come encoded (see worker.device_decodes)
         regions[host.encoded_rows] = covered  # rows that failed are dropped with their images
 
     # -- augment -----------------------------------------------------------------------------------

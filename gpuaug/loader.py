@@ -46,11 +46,11 @@ from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, S
 
 from gpuaug import transforms as T
 from gpuaug.convert import from_torchvision
-from gpuaug.decode import DecodeError
+from gpuaug.decode import DEFAULT_MAX_PIXELS, DecodeError
 from gpuaug.device_stage import DeviceStage, Producer, hand_over
 from gpuaug.kornia_ops import from_kornia, is_kornia
 from gpuaug.seeding import SeededBatches, draw_epoch_seed, mix_seed
-from gpuaug.sources import FileList, is_file_list
+from gpuaug.sources import DEFAULT_MAX_BYTES, FileList, is_file_list
 from gpuaug.worker import HostBatch, WorkerSide, collate_host_batch
 
 __all__ = ["GPULoader", "LoaderStats"]
@@ -228,8 +228,10 @@ class GPULoader:
             first op downscales at least that much anyway (libjpeg DCT scaling; results differ
             slightly from a full decode).
         max_image_pixels: images with more pixels are refused with a ``DecodeError`` (read from
-            the header, before decoding); raise it for very large images.
-        max_file_bytes: files larger than this are refused with a ``DecodeError``.
+            the header, before decoding); raise it for very large images. None: PIL's bomb limit
+            (``gpuaug.decode.DEFAULT_MAX_PIXELS``).
+        max_file_bytes: files larger than this are refused with a ``DecodeError``. None: 1 GiB
+            (``gpuaug.sources.DEFAULT_MAX_BYTES``).
 
     Yields:
         ``(images, labels)``: images ``[B, 3, h, w]`` in ``dtype`` on ``device``, labels int64 ``[B]``.
@@ -309,7 +311,7 @@ class GPULoader:
         self.timeout = timeout
         self.dtype, self.channels_last, self.on_error = dtype, channels_last, on_error
         self.exif_orientation = exif_orientation
-        self._max_image_pixels = max_image_pixels
+        self._max_image_pixels = max_image_pixels if max_image_pixels is not None else DEFAULT_MAX_PIXELS
         self.stats = LoaderStats()
         self._epoch: int | None = None
         self._iterations = 0
@@ -340,11 +342,6 @@ class GPULoader:
             )
             self.batch_sampler = BatchSampler(self.sampler, batch_size, drop_last)
         self._seeded = SeededBatches(self.batch_sampler)
-        read_options = {}
-        if max_image_pixels is not None:
-            read_options["max_pixels"] = max_image_pixels
-        if max_file_bytes is not None:
-            read_options["max_bytes"] = max_file_bytes
         worker_side = WorkerSide(
             source,
             files,
@@ -356,7 +353,8 @@ class GPULoader:
             reduced_decode=reduced_decode,
             target_transform=target_transform,
             channels_last=channels_last,
-            read_options=read_options,
+            max_pixels=self._max_image_pixels,
+            max_file_bytes=max_file_bytes if max_file_bytes is not None else DEFAULT_MAX_BYTES,
         )
         options: dict[str, Any] = {}
         if "in_order" in inspect.signature(DataLoader.__init__).parameters:
@@ -404,9 +402,10 @@ class GPULoader:
 
             if not nvimgcodec_available():
                 raise ValueError("decode='nvimgcodec' needs nvImageCodec: pip install 'gpuaug[gpu]'")
-            limit = {"max_pixels": self._max_image_pixels} if self._max_image_pixels is not None else {}
             backend = "hybrid" if cuda else "cpu"
-            decoder = NvImageCodecDecoder(self.device, backend, exif_orientation=self.exif_orientation, **limit)
+            decoder = NvImageCodecDecoder(
+                self.device, backend, exif_orientation=self.exif_orientation, max_pixels=self._max_image_pixels
+            )
             return "nvimgcodec", decoder
         return decode, ("nvjpeg" if decode == "nvjpeg" else None)
 

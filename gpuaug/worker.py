@@ -35,10 +35,10 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from gpuaug import transforms as T
-from gpuaug.decode import DecodeError, ImageHeader, decode_cpu, read_header
+from gpuaug.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageHeader, decode_cpu, read_header
 from gpuaug.packed import PackedBatch
 from gpuaug.seeding import mix_seed
-from gpuaug.sources import read_bytes
+from gpuaug.sources import DEFAULT_MAX_BYTES, read_bytes
 
 __all__ = ["HostBatch", "WorkerSide", "collate_host_batch", "device_decodes"]
 
@@ -66,7 +66,6 @@ class HostBatch:
         encoded: the encoded files of the rows the device decodes (``encoded_rows``), one after
             another in one uint8 buffer: a batch of 256 files as 256 tensors cost the main process
             one shared-memory segment each to receive; ``encoded_offsets`` ``[n + 1]`` delimit them.
-        orientations: the EXIF orientation of each encoded row (1: as stored).
         headers: each encoded row's header (read once, in the worker).
         failures: ``(path, reason)`` of samples that could not be read or decoded here.
         decode_seconds, augment_seconds: worker time spent.
@@ -82,7 +81,6 @@ class HostBatch:
     encoded: torch.Tensor | None = None
     encoded_offsets: list[int] = field(default_factory=lambda: [0])
     encoded_rows: list[int] = field(default_factory=list)
-    orientations: list[int] = field(default_factory=list)
     headers: list[ImageHeader] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
     augmented: bool = False
@@ -201,7 +199,8 @@ class WorkerSide(Dataset):
         reduced_decode: bool = True,
         target_transform: Callable[[Any], Any] | None = None,
         channels_last: bool = True,
-        read_options: dict[str, Any] | None = None,
+        max_pixels: int | None = DEFAULT_MAX_PIXELS,
+        max_file_bytes: int | None = DEFAULT_MAX_BYTES,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -209,7 +208,7 @@ class WorkerSide(Dataset):
         self.pipeline, self.decoder = pipeline, decoder
         self.exif_orientation, self.reduced_decode = exif_orientation, reduced_decode
         self.target_transform, self.channels_last = target_transform, channels_last
-        self.read_options = read_options or {}
+        self.max_pixels, self.max_file_bytes = max_pixels, max_file_bytes
 
     def __len__(self) -> int:
         return len(self.source)
@@ -228,9 +227,8 @@ class WorkerSide(Dataset):
         """
         if self.files:
             path, label = self.source.samples[index]
-            data = read_bytes(path, **{key: value for key, value in self.read_options.items() if key == "max_bytes"})
-            header_options = {key: value for key, value in self.read_options.items() if key == "max_pixels"}
-            return path, self._label(label), (data, read_header(data, path, self.exif_orientation, **header_options))
+            data = read_bytes(path, max_bytes=self.max_file_bytes)
+            return path, self._label(label), (data, read_header(data, path, self.exif_orientation, max_pixels=self.max_pixels))
         item, label = self.load_item(index)
         return f"<item {index}>", self._label(label), to_rgb_tensor(item, index)
 
@@ -238,8 +236,9 @@ class WorkerSide(Dataset):
         return self._label(self.source.samples[index][1]) if self.files else -1
 
     def _decode(self, data: bytes, header: ImageHeader, path: str, reduce: int) -> torch.Tensor:
-        options = {key: value for key, value in self.read_options.items() if key == "max_pixels"}
-        return decode_cpu(data, path, exif_orientation=self.exif_orientation, reduce=reduce, header=header, **options)
+        return decode_cpu(
+            data, path, exif_orientation=self.exif_orientation, reduce=reduce, header=header, max_pixels=self.max_pixels
+        )
 
     def _reduce_factor(self, header: ImageHeader, limit: float) -> int:
         if not self.reduced_decode or header.format != "jpeg":
@@ -293,7 +292,6 @@ class WorkerSide(Dataset):
                     files.append(data)
                     batch.encoded_offsets.append(batch.encoded_offsets[-1] + len(data))
                     batch.encoded_rows.append(row)
-                    batch.orientations.append(header.orientation if self.exif_orientation else 1)
                     batch.headers.append(header)
                     continue
                 reduce = self._reduce_factor(header, float(limits[row])) if limits is not None else 1
