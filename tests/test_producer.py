@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from pathlib import Path
 
 import pytest
@@ -415,3 +416,27 @@ def test_cuda_batches_equal_the_cpu_device_stage(files, decode):
     assert torch.equal(labels.cpu(), reference[1])
     # the same crops and draws; the GPU JPEG decoders differ from libjpeg-turbo by a level or two
     assert (images.cpu() - reference[0]).abs().mean() * 255 < 1.5
+
+
+# ----------------------------------------------------------------------------------------------
+# The loader's limits reach every decoder (issue 12 #2, #15)
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "options", [{}, {"augment_in": "device"}, {"decode": "nvimgcodec"}], ids=["workers", "device", "nvimgcodec"]
+)
+def test_pixel_and_file_size_limits_reach_every_decoder(files, options):
+    if options.get("decode") == "nvimgcodec":
+        pytest.importorskip("nvidia.nvimgcodec")
+    sizes = [os.path.getsize(path) for path, _ in files[:4]]
+    small, large = min(sizes), max(sizes)
+    with pytest.raises(ga.DecodeError, match="exceeds the limit") as caught:
+        list(ga.GPULoader(files[:4], batch_size=2, transform=ga.Compose(TRAIN), max_image_pixels=10, **options))
+    assert caught.value.path == files[0][0]
+    with pytest.raises(ga.DecodeError) as caught:
+        list(ga.GPULoader(files[:4], batch_size=2, transform=ga.Compose(TRAIN), max_file_bytes=small - 1, **options))
+    assert caught.value.path in {path for path, _ in files[:4]}
+    loader = ga.GPULoader(files[:4], batch_size=2, transform=ga.Compose(TRAIN), max_file_bytes=large, on_error="skip", **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        images, _ = epoch(loader)
+    assert len(images) == 4 and loader.stats.skipped == 0  # a limit equal to the largest file keeps it
