@@ -154,14 +154,14 @@ def _one_dtype(images: list[torch.Tensor]) -> list[torch.Tensor]:
     return [image.float() / 255 if image.dtype == torch.uint8 else image.float() for image in images]
 
 
-def _crop(image: torch.Tensor, region: torch.Tensor, full: tuple[int, int]) -> torch.Tensor:
+def _crop(image: torch.Tensor, region: list[int], full: tuple[int, int]) -> torch.Tensor:
     """The part of ``image`` (a full image decoded at any scale) that ``region`` covers at full size.
 
     Rounds as ``Compose.rebase`` maps a box onto a reduced-scale decode, so cropping here and
     resizing on the device equals resizing the box of the whole decode.
     """
     height, width = image.shape[-2:]
-    top, left, box_height, box_width = (int(value) for value in region)
+    top, left, box_height, box_width = region
     if (top, left, box_height, box_width) == (0, 0, *full):
         return image
     scale_y, scale_x = height / full[0], width / full[1]
@@ -278,12 +278,15 @@ class WorkerSide(Dataset):
     # -- "decode" and "encoded": the device stage augments -----------------------------------------
     def _decode_regions(self, batch: HostBatch, payloads: list, start: float) -> HostBatch:
         params = batch.params
-        regions = self.pipeline.source_regions(params, batch.sizes) if params is not None else None
-        limits = self.pipeline.reduction_limit(params, batch.sizes) if params is not None else None
+        full_sizes = [tuple(size) for size in batch.sizes.tolist()]  # host lists once, not a tensor read per row
+        if params is not None:
+            regions = self.pipeline.source_regions(params, batch.sizes).tolist()
+            limits = self.pipeline.reduction_limit(params, batch.sizes).tolist()
+        else:
+            regions, limits = [[0, 0, *full] for full in full_sizes], None
         images, rows, kept_regions, failed, files = [], [], [], [], []
         for row, payload in enumerate(payloads):
-            full = tuple(batch.sizes[row].tolist())
-            region = regions[row] if regions is not None else torch.tensor([0, 0, *full])
+            full, region = full_sizes[row], regions[row]
             if isinstance(payload, torch.Tensor):
                 images.append(_crop(payload, region, full))
             else:
@@ -294,7 +297,7 @@ class WorkerSide(Dataset):
                     batch.encoded_rows.append(row)
                     batch.headers.append(header)
                     continue
-                reduce = self._reduce_factor(header, float(limits[row])) if limits is not None else 1
+                reduce = self._reduce_factor(header, limits[row]) if limits is not None else 1
                 try:
                     image = self._decode(data, header, batch.paths[row], reduce)
                 except DecodeError as error:
@@ -310,7 +313,7 @@ class WorkerSide(Dataset):
         # one buffer for the whole batch: one shared-memory segment, one pin, one copy to the device
         batch.images = PackedBatch.from_images(images) if images and images[0].dtype == torch.uint8 else images
         batch.decoded_rows = rows
-        batch.regions = torch.stack(kept_regions) if kept_regions else torch.zeros(0, 4, dtype=torch.int64)
+        batch.regions = torch.tensor(kept_regions, dtype=torch.int64).reshape(-1, 4)
         if failed:
             _drop_rows(batch, failed)
         batch.decode_seconds = time.perf_counter() - start
@@ -319,14 +322,14 @@ class WorkerSide(Dataset):
     # -- "augment": the whole pipeline here ---------------------------------------------------------
     def _augment(self, batch: HostBatch, payloads: list, start: float) -> HostBatch:
         params = batch.params
-        limits = self.pipeline.reduction_limit(params, batch.sizes) if params is not None else None
+        limits = self.pipeline.reduction_limit(params, batch.sizes).tolist() if params is not None else None
         decoded, failed = [], []
         for row, payload in enumerate(payloads):
             if isinstance(payload, torch.Tensor):
                 decoded.append(payload)
                 continue
             data, header = payload
-            reduce = self._reduce_factor(header, float(limits[row])) if limits is not None else 1
+            reduce = self._reduce_factor(header, limits[row]) if limits is not None else 1
             try:
                 decoded.append(self._decode(data, header, batch.paths[row], reduce))
             except DecodeError as error:
