@@ -13,7 +13,7 @@ to 4800x3200), decoded as PIL would. Two inputs:
 Pipelines:
 
 - ``gpuaug-ragged``: ``ga.Compose`` on the ragged list;
-- ``gpuaug-packed``: ``gpuaug.packed.PackedBatch`` of the same images (packed before timing, as a
+- ``gpuaug-packed``: ``gpuaug.io.packed.PackedBatch`` of the same images (packed before timing, as a
   decoder writing into it would), when that module exists; ``gpuaug-packed+pack`` times the packing too;
   ``gpuaug-packed-apply`` only ``Compose.apply`` with parameters drawn beforehand (what the loader
   runs: its workers draw them on the CPU), so its kernel count is the pixel work alone;
@@ -39,7 +39,7 @@ import torch
 import gpuaug as ga
 from benchmarks import data as bench_data
 from benchmarks.common import Measurement, gpuaug_recipe, kernel_launches, measure_all, pil_recipe, save_run
-from gpuaug.decode import decode_cpu
+from gpuaug.io.decode import decode_cpu
 
 BASELINE = "pil-per-image"
 SOURCE_SIZE = (384, 512)  # the uniform batch: ImageNet-like (the mean ImageNet image is about 400 x 350)
@@ -68,9 +68,9 @@ def make_inputs(
 
 
 def packed_type():
-    """``gpuaug.packed.PackedBatch`` when that module exists, else None."""
+    """``gpuaug.io.packed.PackedBatch`` when that module exists, else None."""
     try:
-        from gpuaug.packed import PackedBatch
+        from gpuaug.io.packed import PackedBatch
     except ImportError:
         return None
     return PackedBatch

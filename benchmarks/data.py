@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from gpuaug.samples import PHOTOS, load_photo, random_photo_crop, write_photo_folder
+from gpuaug.tools.samples import PHOTOS, load_photo, random_photo_crop, write_photo_folder
 
 CLASSES = tuple(f"class_{index:02d}" for index in range(10))
 VERSION = 2  # bump when the generator's output changes: cached sets are named by it

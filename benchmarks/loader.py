@@ -20,7 +20,7 @@ Decode ceilings (decode only, nothing else; every image counted once it is an RG
   nvImageCodec's batched decoder with all its backends (its own per-image fallback chain), or one
   backend alone (hardware JPEG engines, hybrid CPU+GPU, GPU only), bytes in memory; on the CPU its
   CPU backend; images a backend cannot decode are not counted (``decoded_fraction``);
-- ``gpuaug-nvdecode-<backend>``: ``gpuaug.nvdecode.NvImageCodecDecoder`` (the project's wrapper,
+- ``gpuaug-nvdecode-<backend>``: ``gpuaug.io.nvdecode.NvImageCodecDecoder`` (the project's wrapper,
   with its per-image fallbacks down to PIL; ``auto`` is what GPULoader's ``decode="nvimgcodec"``
   uses) on the same bytes, when that module exists.
 
@@ -41,7 +41,7 @@ import torch
 import gpuaug as ga
 from benchmarks import data as bench_data
 from benchmarks.common import Measurement, gpuaug_recipe, measure_all, pil_recipe, save_run
-from gpuaug.decode import decode_cpu
+from gpuaug.io.decode import decode_cpu
 
 BASELINE = "pil-dataloader"
 NVIMGCODEC_BACKENDS = {"hw": "HW_GPU_ONLY", "hybrid": "HYBRID_CPU_GPU", "cuda": "GPU_ONLY"}
@@ -78,7 +78,7 @@ def _decode_nvjpeg_ceiling(datas: list[bytes], paths: list[str], batch_size: int
     """One batched nvJPEG call per batch over the JPEGs it can take; returns (epoch, share of the set)."""
     from torchvision.io import ImageReadMode, decode_jpeg
 
-    from gpuaug.decode import read_header
+    from gpuaug.io.decode import read_header
 
     usable = []
     for data, path in zip(datas, paths):
@@ -139,8 +139,8 @@ def _decode_nvimgcodec_ceiling(datas: list[bytes], batch_size: int, device: torc
 
 
 def _nvdecode_ceiling(datas: list[bytes], paths: list[str], batch_size: int, device: torch.device, backend: str):
-    """The project's wrapper (``gpuaug.nvdecode``) on the same bytes."""
-    from gpuaug.nvdecode import NvImageCodecDecoder
+    """The project's wrapper (``gpuaug.io.nvdecode``) on the same bytes."""
+    from gpuaug.io.nvdecode import NvImageCodecDecoder
 
     decoder = NvImageCodecDecoder(device, backend)
     batches = list(zip(_batches(datas, batch_size), _batches(paths, batch_size)))
@@ -180,7 +180,7 @@ def _moved(loader, device: torch.device):
 def decode_modes() -> tuple[str, ...]:
     """The ``decode`` values the installed GPULoader knows (``DECODERS`` where it says, else the first three)."""
     try:
-        from gpuaug.loader import DECODERS
+        from gpuaug.loader.gpu_loader import DECODERS
 
         return tuple(DECODERS)
     except ImportError:

@@ -9,7 +9,7 @@ from torchvision import datasets
 
 import gpuaug as ga
 from benchmarks.common import gpuaug_recipe, pil_recipe
-from gpuaug.samples import write_photo_folder
+from gpuaug.tools.samples import write_photo_folder
 
 SIZE, WORKERS, BATCH = 128, 2, 16
 

@@ -11,7 +11,7 @@ import json
 import os
 from pathlib import Path
 
-from gpuaug.samples import PHOTOS, write_photo_folder
+from gpuaug.tools.samples import PHOTOS, write_photo_folder
 
 CLASSES = ("cat", "not-cat")
 CAT_PHOTOS = ("chelsea",)

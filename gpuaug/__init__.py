@@ -9,12 +9,12 @@ Example:
 """
 
 from gpuaug import functional, transforms
-from gpuaug.convert import from_torchvision
-from gpuaug.decode import DecodeError
-from gpuaug.kornia_ops import KorniaTransform, from_kornia, is_kornia
+from gpuaug.interop.kornia import KorniaTransform, from_kornia, is_kornia
+from gpuaug.interop.torchvision import from_torchvision
+from gpuaug.io.decode import DecodeError
+from gpuaug.io.packed import PackedBatch
+from gpuaug.io.sources import FileList, ImageFolder
 from gpuaug.loader import GPULoader, LoaderStats
-from gpuaug.packed import PackedBatch
-from gpuaug.sources import FileList, ImageFolder
 from gpuaug.transforms import *  # noqa: F403 - the public transforms, listed in transforms.__all__
 
 __version__ = "0.1.0"

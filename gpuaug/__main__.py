@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gpuaug.parse import TransformSyntaxError, parse_transform
+from gpuaug.tools.parse import TransformSyntaxError, parse_transform
 
 # The seed's combined augmentation (d2l, "Image Augmentation": flip, colour, shape).
 DEFAULT_TRANSFORM = (
@@ -49,7 +49,7 @@ def _one_line(error: BaseException, limit: int = 500) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from gpuaug.preview import grid
+    from gpuaug.tools.preview import grid
 
     try:
         transform = parse_transform(args.transform)

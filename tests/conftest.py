@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from gpuaug import samples
 from gpuaug.functional import resize
+from gpuaug.tools import samples
 from tests.corpus import bad_files, odd_files, photo_folder
 
 CUDA = torch.cuda.is_available()

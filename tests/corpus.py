@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 import gpuaug as ga
-from gpuaug.samples import load_photo, photo_crops, write_photo_folder
+from gpuaug.tools.samples import load_photo, photo_crops, write_photo_folder
 
 # The training recipe at a test-sized output: crop + flip + colour + normalise.
 TRAIN = [

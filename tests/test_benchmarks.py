@@ -15,7 +15,7 @@ import gpuaug as ga
 from benchmarks import common, report
 from benchmarks import data as bench_data
 from benchmarks.__main__ import main
-from gpuaug.samples import write_photo_folder
+from gpuaug.tools.samples import write_photo_folder
 
 ENV_KEYS = {"date", "commit", "device", "cpu", "cpu_count", "torch", "torchvision", "kornia", "dali", "python"}
 

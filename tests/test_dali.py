@@ -130,17 +130,18 @@ def test_crop_scale_range_on_a_coordinate_pattern(tmp_path):
 
 
 def test_translation_plan():
-    full = DALILoader._plan(ga.Compose(TRAIN), native_color=True)
-    assert [type(step).__name__ for step in full[0]] == ["RandomResizedCrop", "RandomHorizontalFlip", "ColorJitter", "Normalize"]
-    assert full[1].transforms == []
-    gpuaug_colour = DALILoader._plan(ga.Compose(TRAIN), native_color=False)
-    assert [type(step).__name__ for step in gpuaug_colour[1].transforms] == ["ColorJitter", "Normalize"]
-    gray = DALILoader._plan(
-        ga.Compose([ga.RandomHorizontalFlip(), ga.RandomResizedCrop(8), ga.RandomGrayscale(), ga.Normalize((0.5,), (0.5,))]),
-        native_color=True,
-    )
-    assert [type(step).__name__ for step in gray[0]] == ["RandomResizedCrop", "RandomHorizontalFlip"]
-    assert [type(step).__name__ for step in gray[1].transforms] == ["RandomGrayscale", "Normalize"]
+    """DALI runs the plan's fused prefix (read by roles and descriptions); gpuaug the rest, with the Compose's settings."""
+    native, rest, _ = DALILoader.split(ga.Compose(TRAIN), native_color=True)
+    assert [role for role, _ in native] == ["crop", "flip", "jitter", "normalize"] and rest.transforms == []
+    assert native[0][1]["scale"] == TRAIN[0].scale and native[1][1] == {"axis": "horizontal", "p": 0.5}
+    _, rest, _ = DALILoader.split(ga.Compose(TRAIN), native_color=False)
+    assert [type(step).__name__ for step in rest.transforms] == ["ColorJitter", "Normalize"]
+    gray = ga.Compose([ga.RandomVerticalFlip(), ga.RandomResizedCrop(8), ga.RandomGrayscale(), ga.Normalize((0.5,), (0.5,))])
+    native, rest, _ = DALILoader.split(gray, native_color=True)
+    assert native == [("crop", gray.transforms[1].describe()), ("flip", {"axis": "vertical", "p": 0.5})]
+    assert [type(step).__name__ for step in rest.transforms] == ["RandomGrayscale", "Normalize"]
+    native, rest, _ = DALILoader.split(ga.Compose(TRAIN, fuse=False, backend="torch"), native_color=True)
+    assert native == [] and (rest.fuse, rest.backend) == (False, "torch")  # issue 18 #13: settings kept
 
 
 def test_gpuaug_runs_the_rest_and_dtypes(corpus):
@@ -290,7 +291,7 @@ def test_missing_dali_gives_the_install_hint(monkeypatch):
         return real_import(name, *args, **kwargs)
 
     monkeypatch.setattr(builtins, "__import__", hide_dali)
-    for module in [name for name in sys.modules if name == "gpuaug.dali"]:
+    for module in [name for name in sys.modules if name in ("gpuaug.dali", "gpuaug.loader.dali")]:
         monkeypatch.delitem(sys.modules, module)
     with pytest.raises(ImportError, match=r'pip install -e "\.\[dali\]"'):
         importlib.import_module("gpuaug.dali")

@@ -1,4 +1,4 @@
-"""gpuaug.decode and gpuaug.sources on hostile input: the pixel limit, non-regular and oversized
+"""gpuaug.io.decode and gpuaug.io.sources on hostile input: the pixel limit, non-regular and oversized
 files, and JPEGs whose compressed data libjpeg-turbo refuses (found from the markers, without decoding)."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ except ImportError:  # not on Windows
     resource = None
 
 import gpuaug as ga
-from gpuaug.decode import DEFAULT_MAX_PIXELS, DecodeError, _jpeg_problem, decode_cpu, read_header
-from gpuaug.sources import DEFAULT_MAX_BYTES, FileList, read_bytes
+from gpuaug.io.decode import DEFAULT_MAX_PIXELS, DecodeError, _jpeg_problem, decode_cpu, read_header
+from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, read_bytes
 from tests.corpus import pil_rgb
 
 
@@ -151,7 +151,7 @@ def test_a_symlink_to_dev_zero_is_a_decode_error_not_memory_error(tmp_path):
     link.symlink_to("/dev/zero")
     script = (
         "import resource, sys; resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))\n"
-        "from gpuaug.sources import read_bytes\n"
+        "from gpuaug.io.sources import read_bytes\n"
         "try:\n    read_bytes(sys.argv[1])\nexcept BaseException as error:\n    print(type(error).__name__, error)\n"
     )
     child = subprocess.run([sys.executable, "-c", script, str(link)], capture_output=True, text=True, timeout=120)

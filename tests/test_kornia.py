@@ -9,7 +9,7 @@ from torch import nn
 from torchvision.transforms import v2
 
 import gpuaug as ga
-from gpuaug.kornia_ops import KorniaTransform, as_transform, from_kornia, is_kornia
+from gpuaug.interop.kornia import KorniaTransform, as_transform, from_kornia, is_kornia
 
 
 def _modules():

@@ -27,7 +27,7 @@ from torchvision import datasets
 from torchvision import transforms as tv1
 
 import gpuaug as ga
-from gpuaug.decode import apply_orientation, decode_cpu, read_header, sniff_format
+from gpuaug.io.decode import apply_orientation, decode_cpu, read_header, sniff_format
 from tests.corpus import TRAIN, epoch, pil_rgb
 
 

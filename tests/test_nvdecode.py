@@ -14,8 +14,8 @@ import pytest
 import torch
 from PIL import Image, ImageOps
 
-from gpuaug.decode import DecodeError, read_header
-from gpuaug.nvdecode import BACKENDS, NvImageCodecDecoder, nvimgcodec_available
+from gpuaug.io.decode import DecodeError, read_header
+from gpuaug.io.nvdecode import BACKENDS, NvImageCodecDecoder, nvimgcodec_available
 from tests.corpus import pil_rgb
 from tests.test_decode import bomb_png, jpeg_bytes, with_frame_size
 
@@ -25,7 +25,7 @@ CPU = torch.device("cpu")
 
 
 def _photo(height: int = 72, width: int = 96, seed: int = 1) -> Image.Image:
-    from gpuaug.samples import photo_crops
+    from gpuaug.tools.samples import photo_crops
 
     crop = photo_crops(1, seed=seed, short_side=(min(height, width), min(height, width)))[0]
     return Image.fromarray(crop.permute(1, 2, 0).numpy()).resize((width, height), Image.BILINEAR)
@@ -186,7 +186,7 @@ def test_arguments():
 
 
 def test_missing_nvimgcodec_gives_the_install_hint(monkeypatch):
-    import gpuaug.nvdecode as nvdecode
+    import gpuaug.io.nvdecode as nvdecode
 
     monkeypatch.setattr(nvdecode, "_nvimgcodec", False)
     assert not nvdecode.nvimgcodec_available()

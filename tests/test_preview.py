@@ -13,9 +13,9 @@ from torchvision import transforms as tv1
 
 import gpuaug as ga
 from gpuaug.__main__ import main
-from gpuaug.parse import TransformSyntaxError, parse_transform
-from gpuaug.preview import GAP, grid
-from gpuaug.samples import load_photo
+from gpuaug.tools.parse import TransformSyntaxError, parse_transform
+from gpuaug.tools.preview import GAP, grid
+from gpuaug.tools.samples import load_photo
 
 
 def test_grid_shape_seed_and_per_tile_draws():
@@ -138,7 +138,7 @@ def test_parser_refuses_hostile_text_in_one_line(text, fragment):
 
 def test_parser_limits_leave_real_transforms_alone():
     from gpuaug.__main__ import DEFAULT_TRANSFORM
-    from gpuaug.parse import MAX_DEPTH
+    from gpuaug.tools.parse import MAX_DEPTH
 
     assert len(parse_transform(DEFAULT_TRANSFORM).transforms) == 3
     assert parse_transform("Compose([ColorJitter(hue=(-0.1, 0.1)), Normalize(mean=[-0.5], std=[2])])").transforms[0].hue
@@ -177,7 +177,7 @@ def test_cli_cuda_without_a_gpu_exits_2(tmp_path, capsys):
 
 
 def test_grid_bounds_are_checked_before_allocating():
-    from gpuaug.preview import MAX_PIXELS, MAX_TILES
+    from gpuaug.tools.preview import MAX_PIXELS, MAX_TILES
 
     photo = torch.zeros(3, 4000, 3000, dtype=torch.uint8)
     with pytest.raises(ValueError, match="in the input copies"):  # 16 x 12 MP > MAX_PIXELS
@@ -185,7 +185,6 @@ def test_grid_bounds_are_checked_before_allocating():
     assert 16 * 4000 * 3000 > MAX_PIXELS >= 8 * 4000 * 3000  # a 12 MP photo still previews in 8 tiles
     with pytest.raises(ValueError, match="tiles"):
         grid(photo, ga.RandomHorizontalFlip(), rows=MAX_TILES + 1, cols=1)
-
 
 
 def test_parser_builds_kornia_modules_and_the_preview_runs_them(tmp_path):

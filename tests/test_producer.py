@@ -21,9 +21,9 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, SequentialSampler
 
 import gpuaug as ga
-from gpuaug import device_stage
-from gpuaug import loader as loader_module
-from gpuaug.device_stage import Producer
+from gpuaug.loader import device_stage
+from gpuaug.loader import gpu_loader as loader_module
+from gpuaug.loader.producer import Producer, hand_over
 from tests.corpus import TRAIN, epoch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def test_device_stage_equals_worker_path(files, reduced_decode):
 
 def test_nvimgcodec_cpu_backend_through_the_loader(files):
     pytest.importorskip("nvidia.nvimgcodec")
-    pytest.importorskip("gpuaug.nvdecode")
+    pytest.importorskip("gpuaug.io.nvdecode")
     reference = _run(files, reduced_decode=False)
     decoded = _run(files, decode="nvimgcodec")
     assert torch.equal(reference[1], decoded[1])
@@ -206,7 +206,7 @@ def test_hand_over_waits_on_the_event_not_the_stream(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream())
     images, labels = Tensor(), Tensor()
-    device_stage.hand_over(images, labels, "event 7")
+    hand_over(images, labels, "event 7")
     assert calls == [("wait_event", "event 7"), ("record_stream", images), ("record_stream", labels)]
 
 
@@ -364,10 +364,12 @@ def _tensors_in(batch) -> int:
 def test_a_host_batch_is_a_few_tensors_whatever_its_size(files, mode):
     """Each tensor a worker sends costs the main process a shared-memory segment to receive (256
     files as 256 tensors: 104 ms per batch on this machine, one buffer 2.2 ms): so it sends a few."""
-    from gpuaug.sources import FileList
-    from gpuaug.worker import WorkerSide
+    from gpuaug.io.decoders import device_takes
+    from gpuaug.io.sources import FileList
+    from gpuaug.loader.worker import WorkerSide
 
-    side = WorkerSide(FileList(files), True, None, mode, ga.Compose(TRAIN + [ga.ToDtype(torch.float32)]), decoder="nvimgcodec")
+    takes = device_takes if mode == "encoded" else None
+    side = WorkerSide(FileList(files), True, None, ga.Compose(TRAIN + [ga.ToDtype(torch.float32)]), augment=False, takes=takes)
     small, large = side.__getitems__([(i, 1) for i in range(4)]), side.__getitems__([(i, 1) for i in range(16)])
     assert len(small) == 4 and len(large) == 16
     assert _tensors_in(small) == _tensors_in(large) <= 20

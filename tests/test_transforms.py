@@ -11,6 +11,8 @@ from torchvision import transforms as tv1
 
 import gpuaug as ga
 from gpuaug import functional as F
+from gpuaug.fusion.plan import Stage
+from gpuaug.loader import regions as regions_module
 
 SEED_PIPELINE = [
     ga.RandomResizedCrop(200, scale=(0.1, 1), ratio=(0.5, 2)),
@@ -200,11 +202,11 @@ def test_fusion_plan_covers_the_hot_paths():
             ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
         ]
     )
-    assert train._stages == [("crop", [0, 1, 2]), ("color", [3, 4, 5, 6])]
+    assert train.plan.stages == (Stage("resample", (0, 1, 2)), Stage("color", (3, 4, 5, 6)))
     hsv = ga.Compose([ga.ColorJitter(0.4, 0.4, 0.4, 0.1), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)])
-    assert hsv._stages == [("single", [0]), ("color", [1])]
+    assert hsv.plan.stages == (Stage("single", (0,)), Stage("color", (1,)))
     unfused = ga.Compose(train.transforms, fuse=False)
-    assert [kind for kind, _ in unfused._stages] == ["single"] * 7
+    assert [stage.kind for stage in unfused.plan.stages] == ["single"] * 7 and unfused.plan.prefix == 0
 
 
 def test_fused_crop_and_flips_equal_op_by_op(photo_list):
@@ -356,7 +358,7 @@ def test_wrong_inputs_say_what_was_expected():
 
 
 def test_repr_round_trips_through_the_parser():
-    from gpuaug.parse import parse_transform
+    from gpuaug.tools.parse import parse_transform
 
     for transform in ALL[:-1]:
         text = repr(transform).replace("torch.", "")
@@ -370,7 +372,7 @@ def test_repr_round_trips_through_the_parser():
 def test_packed_batch_keeps_each_layout_and_round_trips(photo_list):
     import pickle
 
-    from gpuaug.packed import PackedBatch
+    from gpuaug.io.packed import PackedBatch
 
     images = [photo_list[0], photo_list[1].permute(1, 2, 0).contiguous().permute(2, 0, 1), photo_list[2][:, 1:, 2:]]
     packed = PackedBatch.from_images(images)
@@ -392,7 +394,7 @@ def test_packed_batch_keeps_each_layout_and_round_trips(photo_list):
 
 
 def test_packed_batch_refuses_bad_descriptions():
-    from gpuaug.packed import PackedBatch
+    from gpuaug.io.packed import PackedBatch
 
     with pytest.raises(ValueError, match="uint8"):
         PackedBatch.from_images([torch.zeros(3, 4, 4)])
@@ -408,7 +410,7 @@ def test_packed_batch_refuses_bad_descriptions():
 
 
 def test_compose_on_a_packed_batch_equals_the_list(photo_list):
-    from gpuaug.packed import PackedBatch
+    from gpuaug.io.packed import PackedBatch
 
     images = [
         image if index % 2 else image.permute(1, 2, 0).contiguous().permute(2, 0, 1) for index, image in enumerate(photo_list)
@@ -429,7 +431,7 @@ def test_compose_on_a_packed_batch_equals_the_list(photo_list):
 # ----------------------------------------------------------------------------------------------
 def test_fused_prefix_follows_the_roles():
     def fused(*transforms):
-        return ga.Compose(list(transforms))._fused_count
+        return ga.Compose(list(transforms)).plan.prefix
 
     crop, flip, jitter = ga.RandomResizedCrop(8), ga.RandomHorizontalFlip(), ga.ColorJitter(0.4, 0.4, 0.4)
     normalize = ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)
@@ -439,7 +441,8 @@ def test_fused_prefix_follows_the_roles():
     assert fused(ga.Resize(10)) == 0  # sizes still differ: no batch to write
     assert fused(ga.ColorJitter(0.4, hue=0.1), normalize) == 0  # HSV hue: its own pass
     assert fused(jitter, normalize) == 2 and fused(flip) == 0
-    assert ga.Compose([crop, jitter, normalize], backend="torch")._fused_count == 0
+    assert ga.Compose([crop, jitter, normalize]).plan.after_prefix == ()
+    assert ga.Compose([crop, jitter, ga.RandomGrayscale()]).plan.after_prefix == (Stage("single", (1,)), Stage("single", (2,)))
     with pytest.raises(ValueError, match="backend"):
         ga.Compose([crop], backend="cuda")
 
@@ -461,7 +464,7 @@ def test_a_new_op_joins_the_fused_pass_by_describing_itself(photo_batch):
 
     transforms = [ga.RandomHorizontalFlip(), InvertedGrayscale(), ga.ToDtype(torch.float32)]
     fused, exact = ga.Compose(transforms), ga.Compose(transforms, fuse=False)
-    assert fused._stages == [("color", [0, 1, 2])]
+    assert fused.plan.stages == (Stage("color", (0, 1, 2)),) and fused.plan.prefix == 3
     params = fused.make_params(photo_batch, generator(31))
     source = photo_batch.float() / 255
     torch.testing.assert_close(fused(source, params=params), exact(source, params=params), atol=2e-5, rtol=0)
@@ -470,12 +473,10 @@ def test_a_new_op_joins_the_fused_pass_by_describing_itself(photo_batch):
 # ----------------------------------------------------------------------------------------------
 # Geometry protocol: what the first geometric op reads (the loader decodes only that)
 # ----------------------------------------------------------------------------------------------
-def _old_reduction_limit(transform, params, row, height, width):
-    """The loader's ``_reduction_limit`` before the protocol (commit ce2a6ce), as the reference."""
-    position = transform.first_geometric()
-    step = transform.transforms[position] if position is not None else None
+def _downscale(step, params, row, height, width):
+    """How much the first op shrinks the image: a crop's box over its size, a resize's input over its output."""
     if isinstance(step, ga.RandomResizedCrop):
-        _, _, box_height, box_width = params[f"{position}.boxes"][row].tolist()
+        _, _, box_height, box_width = params["0.boxes"][row].tolist()
         return min(box_height / step.size[0], box_width / step.size[1])
     if isinstance(step, ga.Resize):
         resized_height, resized_width = F.resize_output_size(height, width, step.size)
@@ -483,23 +484,13 @@ def _old_reduction_limit(transform, params, row, height, width):
     return 1.0
 
 
-def _old_rescale_boxes(position, params, full, decoded):
-    """The loader's ``_rescale_boxes`` before the protocol (commit ce2a6ce), as the reference."""
-    scale = decoded.double() / full.double()
-    top, left, height, width = params[f"{position}.boxes"].double().unbind(1)
-    new_top, new_left = torch.floor(top * scale[:, 0]), torch.floor(left * scale[:, 1])
-    new_height = torch.clamp(torch.minimum(torch.round(height * scale[:, 0]), decoded[:, 0] - new_top), min=1)
-    new_width = torch.clamp(torch.minimum(torch.round(width * scale[:, 1]), decoded[:, 1] - new_left), min=1)
-    return torch.stack([new_top, new_left, new_height, new_width], dim=1).to(torch.int64)
-
-
 def test_first_geometric_position():
     flip, crop = ga.RandomHorizontalFlip(), ga.RandomResizedCrop(8)
-    assert ga.Compose([flip, ga.RandomVerticalFlip(), crop]).first_geometric() == 2
-    assert ga.Compose([ga.Resize(8), crop]).first_geometric() == 0
-    assert ga.Compose([ga.CenterCrop(8)]).first_geometric() == 0
-    assert ga.Compose([ga.ColorJitter(0.2), crop]).first_geometric() is None
-    assert ga.Compose([flip]).first_geometric() is None and ga.Compose([]).first_geometric() is None
+    assert ga.Compose([flip, ga.RandomVerticalFlip(), crop]).plan.first_geometric == 2
+    assert ga.Compose([ga.Resize(8), crop]).plan.first_geometric == 0
+    assert ga.Compose([ga.CenterCrop(8)]).plan.first_geometric == 0
+    assert ga.Compose([ga.ColorJitter(0.2), crop]).plan.first_geometric is None
+    assert ga.Compose([flip]).plan.first_geometric is None and ga.Compose([]).plan.first_geometric is None
 
 
 def test_source_regions_and_reduction_limits_match_the_loaders_rules(photo_list):
@@ -513,11 +504,12 @@ def test_source_regions_and_reduction_limits_match_the_loaders_rules(photo_list)
     ):
         compose = ga.Compose(transforms + [ga.ToDtype(torch.float32)])
         params = compose.make_params(photo_list, generator(32))
-        limits = compose.reduction_limit(params, sizes)
+        limits = regions_module.reduction_limits(compose, params, sizes)
         assert limits.dtype == torch.float64 and limits.shape == (12,)
-        old = [max(1.0, _old_reduction_limit(compose, params, row, *size)) for row, size in enumerate(sizes.tolist())]
-        assert limits.tolist() == old
-        regions = compose.source_regions(params, sizes)
+        assert limits.tolist() == [
+            max(1.0, _downscale(transforms[0], params, row, *size)) for row, size in enumerate(sizes.tolist())
+        ]
+        regions = regions_module.source_regions(compose, params, sizes)
         assert regions.dtype == torch.int64 and regions.shape == (12, 4)
         if isinstance(transforms[0], ga.RandomResizedCrop):
             assert torch.equal(regions, params["0.boxes"])
@@ -533,17 +525,20 @@ def test_source_regions_and_reduction_limits_match_the_loaders_rules(photo_list)
             assert regions[:, :2].eq(0).all() and torch.equal(regions[:, 2:], sizes)
 
 
-def test_rebase_whole_image_equals_the_old_rescale():
+def test_rebase_onto_a_reduced_decode_scales_the_boxes():
+    """A whole image decoded at 1/2: starts floor(x / 2), extents round(x / 2) half to even, clipped, at least 1."""
     compose = ga.Compose([ga.RandomResizedCrop(16), ga.RandomHorizontalFlip()])
-    full = torch.tensor([[300, 400], [97, 61], [500, 333], [1, 1]])
-    images = [torch.zeros(3, h, w, dtype=torch.uint8) for h, w in full.tolist()]
-    params = compose.make_params(images, generator(33))
-    decoded = torch.div(full + 7, 8, rounding_mode="floor")  # a 1/8 DCT decode rounds up
+    params = {"0.boxes": torch.tensor([[3, 5, 7, 9], [0, 0, 1, 1], [10, 11, 10, 9]]), "1.flip": torch.tensor([True, False, True])}
+    full = torch.tensor([[20, 20], [1, 1], [20, 20]])
+    decoded = torch.tensor([[10, 10], [1, 1], [10, 10]])
     whole = torch.cat([torch.zeros_like(full), full], 1)
-    rebased = compose.rebase(params, whole, decoded)
-    assert torch.equal(rebased["0.boxes"], _old_rescale_boxes(0, params, full, decoded))
-    assert torch.equal(rebased["1.flip"], params["1.flip"])
-    assert ga.Compose([ga.Resize(16)]).rebase({}, torch.tensor([[0, 0, 5, 5]]), torch.tensor([[2, 2]])) == {}
+    rebased = regions_module.rebase(compose, params, whole, decoded, full)
+    assert rebased["0.boxes"].tolist() == [[1, 2, 4, 4], [0, 0, 1, 1], [5, 5, 5, 4]]
+    assert torch.equal(rebased["1.flip"], params["1.flip"])  # only the first geometric op moves
+    assert (
+        regions_module.rebase(ga.Compose([ga.Resize(16)]), {}, torch.tensor([[0, 0, 5, 5]]), torch.tensor([[2, 2]]), full[:1])
+        == {}
+    )
 
 
 @pytest.mark.parametrize("before", [[], [ga.RandomHorizontalFlip()], [ga.RandomHorizontalFlip(), ga.RandomVerticalFlip()]])
@@ -552,17 +547,13 @@ def test_region_decode_equals_decode_full_then_crop(photo_list, before):
     compose = ga.Compose([*before, ga.RandomResizedCrop(24), ga.RandomHorizontalFlip(), ga.ToDtype(torch.float32)])
     sizes = torch.tensor([tuple(image.shape[1:]) for image in photo_list])
     params = compose.make_params(photo_list, generator(34))
-    regions = compose.source_regions(params, sizes)
+    regions = regions_module.source_regions(compose, params, sizes)
     crops = [
         image[:, top : top + height, left : left + width]
         for image, (top, left, height, width) in zip(photo_list, regions.tolist())
     ]
-    rebased = compose.rebase(params, regions, regions[:, 2:])
+    rebased = regions_module.rebase(compose, params, regions, regions[:, 2:], sizes)
     assert torch.equal(compose(crops, params=rebased), compose(photo_list, params=params))
-    # the same with the full sizes given (any region containing the box)
-    assert torch.equal(
-        compose.rebase(params, regions, regions[:, 2:], sizes=sizes)[f"{len(before)}.boxes"], rebased[f"{len(before)}.boxes"]
-    )
 
 
 # ----------------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ import torch
 from torchvision.transforms import v2
 
 import gpuaug as ga
-from gpuaug.transforms import MAX_SIZE
+from gpuaug.transforms.base import MAX_SIZE
 
 # 1e300 is inf in float32, where factors are sampled; 10**400 overflowed float() with an OverflowError
 NON_FINITE = [math.inf, -math.inf, math.nan, 1e300, 10**400]

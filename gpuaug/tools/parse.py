@@ -27,7 +27,7 @@ from typing import Any
 import torch
 
 from gpuaug import transforms as T
-from gpuaug.kornia_ops import as_transform
+from gpuaug.interop.kornia import as_transform
 
 __all__ = ["MAX_DEPTH", "MAX_LENGTH", "TransformSyntaxError", "parse_transform"]
 

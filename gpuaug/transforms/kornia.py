@@ -45,17 +45,14 @@ import torch
 from torch import Tensor, nn
 
 from gpuaug import functional as F
-from gpuaug import transforms as T
+from gpuaug.transforms.base import BatchInfo, Images, Params, Transform
 
-__all__ = ["KorniaTransform", "as_transform", "from_kornia", "is_kornia"]
+__all__ = ["KorniaTransform", "as_transform", "is_kornia_module"]
 
 _RNG_LOCK = threading.Lock()  # one Kornia call at a time holds the forked global RNG
 _SEED_HIGH = 2**63 - 1  # seeds are drawn in [0, 2**63 - 1): int64, and within torch.manual_seed's range
 
 
-# ----------------------------------------------------------------------------------------------
-# Recognising Kornia objects
-# ----------------------------------------------------------------------------------------------
 def _kornia_bases() -> tuple[type, ...]:
     """Kornia's augmentation base class and containers; empty if Kornia was never imported (then nothing is Kornia)."""
     if "kornia" not in sys.modules:
@@ -66,31 +63,9 @@ def _kornia_bases() -> tuple[type, ...]:
     return (_BasicAugmentationBase, ImageSequential)
 
 
-def _is_kornia_module(obj: Any) -> bool:
+def is_kornia_module(obj: Any) -> bool:
     bases = _kornia_bases()
     return bool(bases) and isinstance(obj, bases)
-
-
-def is_kornia(obj: Any) -> bool:
-    """Whether ``obj`` is a Kornia pipeline that :func:`from_kornia` takes.
-
-    True for a ``kornia.augmentation`` module or container (``AugmentationSequential``,
-    ``ImageSequential``), and for a list, tuple or ``nn.Sequential`` of such modules (gpuaug
-    transforms may be mixed in) that holds at least one.
-
-    Example:
-        >>> import kornia.augmentation as K
-        >>> is_kornia(K.RandomAffine(10)), is_kornia([K.RandomResizedCrop((8, 8)), K.RandomErasing()]), is_kornia(None)
-        (True, True, False)
-    """
-    if _is_kornia_module(obj):
-        return True
-    if isinstance(obj, (list, tuple)) or type(obj) is nn.Sequential:
-        items = list(obj)
-        return any(_is_kornia_module(item) for item in items) and all(
-            _is_kornia_module(item) or isinstance(item, T.Transform) for item in items
-        )
-    return False
 
 
 def as_transform(obj: Any) -> Any:
@@ -98,13 +73,13 @@ def as_transform(obj: Any) -> Any:
 
     ``ga.Compose`` calls this on each of its items, so Kornia modules can stand in it directly.
     """
-    return KorniaTransform(obj) if not isinstance(obj, T.Transform) and _is_kornia_module(obj) else obj
+    return KorniaTransform(obj) if not isinstance(obj, Transform) and is_kornia_module(obj) else obj
 
 
 # ----------------------------------------------------------------------------------------------
 # The wrapper
 # ----------------------------------------------------------------------------------------------
-class KorniaTransform(T.Transform):
+class KorniaTransform(Transform):
     """A Kornia augmentation module (or ``AugmentationSequential``) as a gpuaug transform.
 
     ``make_params`` draws one int64 seed per image from the generator; ``apply`` seeds a fork of
@@ -131,18 +106,18 @@ class KorniaTransform(T.Transform):
     """
 
     def __init__(self, module: nn.Module) -> None:
-        if isinstance(module, T.Transform) or not isinstance(module, nn.Module):
+        if isinstance(module, Transform) or not isinstance(module, nn.Module):
             raise ValueError(
                 f"module must be a kornia.augmentation module or AugmentationSequential, got {type(module).__name__}"
             )
         self.module = module
 
-    def _make_params(self, info: T.BatchInfo, generator: torch.Generator | None) -> T.Params:
+    def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
         device = generator.device if generator is not None else torch.device("cpu")
         seeds = torch.randint(0, _SEED_HIGH, (info.batch,), generator=generator, device=device, dtype=torch.int64)
         return {"seed": seeds.cpu()}  # a CUDA generator costs one small copy here; a CPU one (the loader's) none
 
-    def apply(self, images: T.Images, params: T.Params) -> Tensor:
+    def apply(self, images: Images, params: Params) -> Tensor:
         F.check_images(images, f"KorniaTransform({type(self.module).__name__})")
         seeds = params["seed"].reshape(-1)
         seed = int(seeds[0]) if seeds.numel() else 0  # a CPU tensor: no device sync; an empty batch has no draw
@@ -165,7 +140,7 @@ class KorniaTransform(T.Transform):
             out = out.clone()  # Kornia's own ops copy; a plain module (nn.Identity) would hand back the caller's tensor
         return out.to(dtype) if dtype in (torch.float16, torch.bfloat16) else out
 
-    def output_sizes(self, info: T.BatchInfo) -> T.BatchInfo:
+    def output_sizes(self, info: BatchInfo) -> BatchInfo:
         return info.resized([_output_size(self.module, height, width) for height, width in info.sizes])
 
     def __repr__(self) -> str:
@@ -196,7 +171,7 @@ def _output_size(module: nn.Module, height: int, width: int) -> tuple[int, int]:
         for child in module.children():
             height, width = _output_size(child, height, width)
         return height, width
-    if not _is_kornia_module(module):
+    if not is_kornia_module(module):
         return height, width
     import kornia.augmentation as K
 
@@ -220,118 +195,3 @@ def _kornia_side_size(side_size: int, aspect_ratio: float, side: str) -> tuple[i
     if (side == "short") ^ (aspect_ratio < 1.0):
         return side_size, int(side_size * aspect_ratio)
     return int(side_size / aspect_ratio), side_size
-
-
-# ----------------------------------------------------------------------------------------------
-# A whole Kornia pipeline as a gpuaug Compose
-# ----------------------------------------------------------------------------------------------
-_FIRST_OPS = "RandomResizedCrop, Resize (an int with side='short', or (height, width)), SmallestMaxSize, CenterCrop"
-
-
-def _leaves(pipeline: Any) -> list[Any]:
-    """The ops of a pipeline in order: plain containers flattened, anything else kept whole."""
-    import kornia.augmentation as K
-
-    if isinstance(pipeline, (list, tuple)) or type(pipeline) in (nn.Sequential, K.ImageSequential, K.AugmentationSequential):
-        if getattr(pipeline, "random_apply", False) is not False:
-            raise ValueError(
-                f"from_kornia: {type(pipeline).__name__}(random_apply={pipeline.random_apply!r}) applies its ops in a "
-                "random subset and order, so its first op cannot be taken out; use random_apply=False"
-            )
-        items = pipeline if isinstance(pipeline, (list, tuple)) else list(pipeline.children())
-        return [leaf for item in items for leaf in _leaves(item)]
-    return [pipeline]
-
-
-def _check_mappable(op: Any, name: str) -> None:
-    """The Kornia flags that gpuaug's op cannot reproduce: probability < 1, one draw for the batch, non-bilinear."""
-    from kornia.constants import Resample
-
-    if op.p != 1.0 or op.p_batch != 1.0:
-        raise ValueError(f"from_kornia: the first op {name} must always apply (p=1.0), got p={op.p_batch if op.p == 1 else op.p}")
-    resample = op.flags.get("resample")
-    if resample is not None and resample != Resample.BILINEAR:
-        raise ValueError(f"from_kornia: the first op {name} must resample bilinearly, got resample={resample.name.lower()}")
-
-
-def _map_first(op: Any) -> T.Transform | None:
-    """gpuaug's equivalent of Kornia's first op, or None when it has none."""
-    import kornia.augmentation as K
-
-    name = type(op).__name__
-    if isinstance(op, K.RandomResizedCrop):
-        _check_mappable(op, name)
-        if op.same_on_batch:
-            raise ValueError(
-                "from_kornia: RandomResizedCrop(same_on_batch=True) draws one box for the batch; gpuaug draws one per image"
-            )
-        generator = op._param_generator
-        scale, ratio = (
-            value.tolist() if isinstance(value, Tensor) else [float(v) for v in value]
-            for value in (generator.scale, generator.ratio)
-        )
-        return T.RandomResizedCrop(tuple(op.flags["size"]), scale=scale, ratio=ratio)
-    if isinstance(op, K.Resize):
-        _check_mappable(op, name)
-        size, side = op.flags["size"], op.flags.get("side", "short")
-        if isinstance(size, int) and side != "short":
-            raise ValueError(
-                f"from_kornia: {name}(side={side!r}) has no gpuaug equivalent; use side='short' or a (height, width) size"
-            )
-        return T.Resize(size if isinstance(size, int) else tuple(size), antialias=bool(op.flags.get("antialias", False)))
-    if isinstance(op, K.CenterCrop):
-        _check_mappable(op, name)
-        return T.CenterCrop(tuple(op.flags["size"]))
-    return None
-
-
-def from_kornia(pipeline: Any, fuse: bool = True) -> T.Compose:
-    """A gpuaug ``Compose`` from a Kornia pipeline whose first op is a crop or resize.
-
-    The first op becomes gpuaug's (``K.RandomResizedCrop`` -> ``ga.RandomResizedCrop`` with the same
-    size, scale and ratio; ``K.Resize``/``K.SmallestMaxSize`` -> ``ga.Resize`` with the same size
-    and antialias flag; ``K.CenterCrop`` -> ``ga.CenterCrop``; a ``K.CenterCrop`` right after a
-    resize is mapped too), so the Compose takes a ragged list of images, as a loader hands it over.
-    The mapped op samples and resamples like torchvision (what gpuaug implements, antialiased
-    bilinear), not like Kornia (``align_corners=True``, no antialiasing): expect close, not equal,
-    pixels there. Every later op is wrapped as a :class:`KorniaTransform` and runs as Kornia runs
-    it. Plain containers are flattened; gpuaug transforms may be mixed in and are kept.
-
-    Args:
-        pipeline: ``K.AugmentationSequential``/``ImageSequential``/``nn.Sequential`` or a list of
-            Kornia modules (``random_apply`` must be off), or a single Kornia crop/resize.
-        fuse: passed to ``ga.Compose``.
-
-    Raises:
-        ValueError: naming the first op when it has no gpuaug equivalent (probability below 1,
-            ``same_on_batch``, a non-bilinear resample, ``side='long'``, or another op).
-
-    Example:
-        >>> import kornia.augmentation as K
-        >>> augment = from_kornia(K.AugmentationSequential(K.RandomResizedCrop((64, 64)), K.RandomAffine(degrees=15)))
-        >>> type(augment.transforms[0]).__name__, type(augment.transforms[1]).__name__
-        ('RandomResizedCrop', 'KorniaTransform')
-    """
-    if not is_kornia(pipeline):
-        raise ValueError(
-            f"from_kornia expects a Kornia module, AugmentationSequential or a list of them, got {type(pipeline).__name__}"
-        )
-    ops = _leaves(pipeline)
-    first = ops[0]
-    if isinstance(first, T.Transform):
-        head: list[T.Transform] = [first]
-    else:
-        mapped = _map_first(first)
-        if mapped is None:
-            raise ValueError(
-                f"from_kornia: the first op must be a crop or resize ({_FIRST_OPS}), got {type(first).__name__}; "
-                "put a ga.RandomResizedCrop/Resize/CenterCrop first, or build ga.Compose([...]) yourself"
-            )
-        head = [mapped]
-    rest = ops[1:]
-    import kornia.augmentation as K
-
-    if isinstance(head[0], T.Resize) and rest and isinstance(rest[0], K.CenterCrop) and rest[0].p == rest[0].p_batch == 1:
-        head.append(T.CenterCrop(tuple(rest[0].flags["size"])))  # Resize + CenterCrop, the evaluation pipeline, all in gpuaug
-        rest = rest[1:]
-    return T.Compose([*head, *(op if isinstance(op, T.Transform) else KorniaTransform(op) for op in rest)], fuse=fuse)

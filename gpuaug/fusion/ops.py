@@ -4,7 +4,7 @@ Each transform that can join the fused pass says what it contributes by calling 
 ``FusedOps`` (``RandomResizedCrop`` calls ``crop``, a flip calls ``flip``, ``ColorJitter`` calls
 ``jitter`` ...). ``Compose`` builds one ``FusedOps`` per fused run from those calls and hands it
 to an executor: the torch reference (``functional.resized_crop`` / ``fused_color_normalize``)
-or the Triton kernels (``gpuaug.triton_kernels``). Adding an op means giving it a ``fusion`` role
+or the Triton kernels (``gpuaug.fusion.triton_kernels``). Adding an op means giving it a ``fusion`` role
 and a ``contribute`` method, not editing isinstance chains in the planner and the executors.
 
 Geometry is described per image as: a *source box* (``top, left, height, width``) resampled onto
@@ -29,7 +29,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["ROLES", "FusedOps"]
+__all__ = ["ROLES", "FusedOps", "centre_anchor", "combine", "mirror_boxes"]
 
 ROLES = ("flip", "crop", "resize", "window", "jitter", "gray", "cast", "normalize")
 """What a transform may contribute (``Transform.fusion``):
@@ -122,7 +122,7 @@ class FusedOps:
             self.window = np.zeros((len(self.sizes), 2), dtype=np.int64)
             self.current = self.virtual
         crop = np.array([int(size[0]), int(size[1])], dtype=np.int64)
-        self.window = self.window + _centre_anchor(self.current, crop)
+        self.window = self.window + centre_anchor(self.current, crop)
         self.current = np.broadcast_to(crop, (len(self.sizes), 2))
 
     def _first_geometry(self, op: str) -> None:
@@ -184,7 +184,32 @@ def combine(masks: list[Tensor], how: str) -> Tensor | None:
     return result
 
 
-def _centre_anchor(sizes: np.ndarray, crop: np.ndarray) -> np.ndarray:
+def centre_anchor(sizes: np.ndarray, crop: np.ndarray) -> np.ndarray:
     """torchvision's CenterCrop anchors (round half to even, as Python's ``round``); negative where
     the image is zero-padded first."""
     return np.where(crop > sizes, -((crop - sizes) // 2), np.round((sizes - crop) / 2.0)).astype(np.int64)
+
+
+def mirror_boxes(boxes: Tensor, sizes: Tensor | Sequence[tuple[int, int]], hflip: Tensor | None, vflip: Tensor | None) -> Tensor:
+    """``[B, 4]`` ``(top, left, height, width)`` boxes mirrored inside their images where a flip mask is set.
+
+    ``sizes``: each image's ``(height, width)``, a ``[B, 2]`` tensor or host pairs (copied to the
+    boxes' device without a sync).
+
+    Example:
+        >>> mirror_boxes(torch.tensor([[0, 1, 2, 3]]), [(4, 10)], torch.tensor([True]), None).tolist()
+        [[0, 6, 2, 3]]
+    """
+    if hflip is None and vflip is None:
+        return boxes
+    if not isinstance(sizes, Tensor):
+        sizes = torch.tensor(sizes, dtype=torch.int64).view(-1, 2)
+        if boxes.device.type != "cpu":  # pinned, so the copy is asynchronous
+            sizes = sizes.pin_memory()
+    sizes = sizes.to(boxes.device, non_blocking=True)
+    top, left, height, width = boxes.unbind(1)
+    if hflip is not None:
+        left = torch.where(hflip.to(left.device), sizes[:, 1] - left - width, left)
+    if vflip is not None:
+        top = torch.where(vflip.to(top.device), sizes[:, 0] - top - height, top)
+    return torch.stack([top, left, height, width], dim=1)

@@ -2,7 +2,7 @@
 
 The whole fused pass of a ``Compose`` (``gpuaug.fusion.FusedOps``) runs as at most 3 Triton
 kernels (plus, with contrast, one fill of 3 int64 per image), whatever the batch size, straight
-from a packed ragged uint8 batch (``gpuaug.packed.PackedBatch``) to the ``[B, 3, h, w]``
+from a packed ragged uint8 batch (``gpuaug.io.packed.PackedBatch``) to the ``[B, 3, h, w]``
 channels-last output, after one host-to-device copy of a small per-image table:
 
 1. ``_resample_rows``: the vertical half of the separable resampling, per image: the rows of
@@ -47,7 +47,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from gpuaug.fusion import FusedOps, combine
+from gpuaug.functional.color import _RGB_TO_YIQ, _YIQ_TO_RGB, normalize_constants
+from gpuaug.fusion.ops import FusedOps, combine
 
 __all__ = ["INTERPRETING", "fused"]
 
@@ -620,8 +621,6 @@ def _or(value: Tensor | None, default: Tensor) -> Tensor:
 @functools.lru_cache(maxsize=8)
 def _hue_basis(device: torch.device) -> Tensor:
     """The YIQ hue rotation ``yiq_to_rgb @ R(angle) @ rgb_to_yiq`` as ``P + cos(angle) Q + sin(angle) S``."""
-    from gpuaug.functional import _RGB_TO_YIQ, _YIQ_TO_RGB
-
     to_rgb, to_yiq = _YIQ_TO_RGB, _RGB_TO_YIQ
     constant = torch.outer(to_rgb[:, 0], to_yiq[0])
     cosine = torch.outer(to_rgb[:, 1], to_yiq[1]) + torch.outer(to_rgb[:, 2], to_yiq[2])
@@ -632,8 +631,7 @@ def _hue_basis(device: torch.device) -> Tensor:
 @functools.lru_cache(maxsize=64)
 def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> Tensor:
     """``1/std``, ``-mean/std`` (the lower clamp) and ``(1 - mean)/std`` (the upper), as the torch reference rounds them."""
-    mean_t = torch.tensor(mean, dtype=torch.float32)
-    std_t = torch.tensor(std, dtype=torch.float32)
+    scale, shift = normalize_constants(mean, std, torch.device("cpu"))
     upper = torch.tensor([(1.0 - m) / s for m, s in zip(mean, std)], dtype=torch.float32)
     lower = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32)
-    return torch.cat([1.0 / std_t, -mean_t / std_t, upper, lower]).to(device)
+    return torch.cat([scale.flatten(), shift.flatten(), upper, lower]).to(device)

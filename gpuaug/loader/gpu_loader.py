@@ -4,7 +4,7 @@ Worker processes read file bytes; decoding, augmentation, normalisation, dtype a
 conversion happen where they are cheapest:
 
 * **CUDA** (``device="cuda"``): workers read bytes and headers and draw each batch's parameters;
-  a producer thread (``gpuaug.device_stage``) decodes the batch on the GPU in one call
+  a producer thread (``gpuaug.loader.device_stage``) decodes the batch on the GPU in one call
   (torchvision's batched nvJPEG by default, which measured fastest on the H200, or nvImageCodec
   with ``decode="nvimgcodec"``), runs the pipeline on its own stream and hands each batch over
   with its own CUDA event. The training thread only waits on that event. Files the GPU decoder
@@ -45,17 +45,18 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, Sampler, SequentialSampler
 
 from gpuaug import transforms as T
-from gpuaug.convert import from_torchvision
-from gpuaug.decode import DEFAULT_MAX_PIXELS, DecodeError
-from gpuaug.device_stage import DeviceStage, Producer, hand_over
-from gpuaug.kornia_ops import from_kornia, is_kornia
-from gpuaug.seeding import SeededBatches, draw_epoch_seed, mix_seed
-from gpuaug.sources import DEFAULT_MAX_BYTES, FileList, is_file_list
-from gpuaug.worker import HostBatch, WorkerSide, collate_host_batch
+from gpuaug.interop.kornia import from_kornia, is_kornia
+from gpuaug.interop.torchvision import from_torchvision
+from gpuaug.io.decode import DEFAULT_MAX_PIXELS
+from gpuaug.io.decoders import DECODERS, choose_decoder
+from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, is_file_list
+from gpuaug.loader.device_stage import DeviceStage, Failures, StageOptions
+from gpuaug.loader.host_batch import HostBatch
+from gpuaug.loader.producer import Producer, hand_over
+from gpuaug.loader.seeding import SeededBatches, draw_epoch_seed, mix_seed
+from gpuaug.loader.worker import WorkerOptions, WorkerSide, collate_host_batch
 
 __all__ = ["GPULoader", "LoaderStats"]
-
-DECODERS = ("auto", "cpu", "nvjpeg", "nvimgcodec")
 
 
 @dataclass
@@ -67,8 +68,13 @@ class LoaderStats:
         batches: batches delivered.
         skipped: files dropped under ``on_error="skip"``; their paths in ``skipped_paths``.
         wait_seconds: time the training thread waited for a batch.
-        decode_seconds: decoding (worker CPU time, plus GPU time of the device decoder).
-        augment_seconds: transforms (workers' CPU time, plus GPU time of the device stage).
+        decode_seconds: decoding: the workers' time (summed over processes) plus the device stage's
+            (GPU time on CUDA, from events; wall time on the CPU).
+        augment_seconds: transforms, counted the same way.
+        producer_seconds: host (CPU) time the producer thread spent on the device stage (launching
+            decode and kernels on CUDA); ``producer_ms_per_batch`` per batch.
+        device_seconds: the device stage's own decode + augment time (GPU time on CUDA);
+            ``device_ms_per_batch`` per batch.
         epoch_seconds: wall time of the epoch so far.
         decoder: what decoded this epoch's images on the device (``"nvimgcodec"``, ``"nvjpeg"``)
             or ``"cpu"`` (the workers).
@@ -81,8 +87,18 @@ class LoaderStats:
     wait_seconds: float = 0.0
     decode_seconds: float = 0.0
     augment_seconds: float = 0.0
+    producer_seconds: float = 0.0
+    device_seconds: float = 0.0
     epoch_seconds: float = 0.0
     decoder: str = "cpu"
+
+    @property
+    def producer_ms_per_batch(self) -> float:
+        return 1000 * self.producer_seconds / max(1, self.batches)
+
+    @property
+    def device_ms_per_batch(self) -> float:
+        return 1000 * self.device_seconds / max(1, self.batches)
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -93,14 +109,17 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
     return resolved
 
 
-def check_loader_arguments(batch_size: Any, on_error: Any, dtype: Any) -> None:
-    """The arguments every gpuaug loader shares, checked with errors naming them."""
+def check_loader_arguments(batch_size: Any, on_error: Any, dtype: Any, **limits: Any) -> None:
+    """The arguments every gpuaug loader shares, checked with errors naming them (``limits``: positive ints or None)."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     if not isinstance(dtype, torch.dtype) or not (dtype.is_floating_point or dtype == torch.uint8):
         raise ValueError(f"dtype must be a floating torch dtype or torch.uint8, got {dtype!r}")
+    for name, value in limits.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ValueError(f"{name} must be a positive int or None, got {value!r}")
 
 
 def as_compose(transform: Any) -> T.Compose | None:
@@ -229,9 +248,9 @@ class GPULoader:
             slightly from a full decode).
         max_image_pixels: images with more pixels are refused with a ``DecodeError`` (read from
             the header, before decoding); raise it for very large images. None: PIL's bomb limit
-            (``gpuaug.decode.DEFAULT_MAX_PIXELS``).
+            (``gpuaug.io.decode.DEFAULT_MAX_PIXELS``).
         max_file_bytes: files larger than this are refused with a ``DecodeError``. None: 1 GiB
-            (``gpuaug.sources.DEFAULT_MAX_BYTES``).
+            (``gpuaug.io.sources.DEFAULT_MAX_BYTES``).
 
     Yields:
         ``(images, labels)``: images ``[B, 3, h, w]`` in ``dtype`` on ``device``, labels int64 ``[B]``.
@@ -280,7 +299,8 @@ class GPULoader:
             batch_size = None
         elif batch_size is None:
             raise ValueError("batch_size=None (no batching) cannot apply: GPULoader yields batches; pass a batch size")
-        check_loader_arguments(batch_size if batch_sampler is None else 1, on_error, dtype)
+        limits = {"max_image_pixels": max_image_pixels, "max_file_bytes": max_file_bytes}
+        check_loader_arguments(batch_size if batch_sampler is None else 1, on_error, dtype, **limits)
         if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
             raise ValueError(f"num_workers must be an int >= 0, got {num_workers!r}")
         if sampler is not None and shuffle:
@@ -293,12 +313,7 @@ class GPULoader:
             raise ValueError(f"decode must be one of {', '.join(map(repr, DECODERS))}, got {decode!r}")
         if augment_in not in ("auto", "workers", "device"):
             raise ValueError(f"augment_in must be 'auto', 'workers' or 'device', got {augment_in!r}")
-        for name, value in (("max_image_pixels", max_image_pixels), ("max_file_bytes", max_file_bytes)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ValueError(f"{name} must be a positive int or None, got {value!r}")
         self.device = resolve_device(device)
-        if decode == "nvjpeg" and self.device.type != "cuda":
-            raise ValueError("decode='nvjpeg' needs a CUDA device; use decode='cpu', 'nvimgcodec' or 'auto'")
 
         self.dataset = dataset
         self.batch_size = batch_size
@@ -320,16 +335,14 @@ class GPULoader:
         transform = as_compose(transform if transform is not None else dataset_transform)
         self.transform: T.Compose | None = transform
         finish = [T.ToDtype(dtype)] if dtype.is_floating_point else []
-        self._pipeline = T.Compose(
-            (transform.transforms if transform else []) + finish, fuse=transform.fuse if transform else True
-        )
-        self.decoder_name, self._decoder = self._choose_decoder(decode, files)
+        self._pipeline = transform.then(*finish) if transform is not None else T.Compose(finish)  # its settings kept
+        self._decoder = choose_decoder(decode, self.device, files, exif_orientation, self._max_image_pixels)
+        self.decoder_name = self._decoder.name if self._decoder is not None else "cpu"
         if augment_in == "auto":
-            augment_in = "device" if self.device.type == "cuda" or self.decoder_name != "cpu" else "workers"
-        if augment_in == "workers" and self.decoder_name != "cpu":
+            augment_in = "device" if self.device.type == "cuda" or self._decoder is not None else "workers"
+        if augment_in == "workers" and self._decoder is not None:
             raise ValueError(f"augment_in='workers' needs the workers to decode (decode='cpu'), not {self.decoder_name!r}")
-        mode = "augment" if augment_in == "workers" else ("decode" if self.decoder_name == "cpu" else "encoded")
-        self._mode = mode
+        self.augment_in = augment_in
 
         if batch_sampler is not None:
             self.sampler = getattr(batch_sampler, "sampler", None)
@@ -346,15 +359,18 @@ class GPULoader:
             source,
             files,
             load_item,
-            mode,
             self._pipeline,
-            decoder=self.decoder_name,
-            exif_orientation=exif_orientation,
-            reduced_decode=reduced_decode,
+            augment=augment_in == "workers",
+            takes=self._decoder.takes if self._decoder is not None else None,
+            region_decode=self._decoder is not None and self._decoder.regions,
+            options=WorkerOptions(
+                exif_orientation=exif_orientation,
+                reduced_decode=reduced_decode,
+                max_pixels=self._max_image_pixels,
+                max_file_bytes=max_file_bytes if max_file_bytes is not None else DEFAULT_MAX_BYTES,
+                channels_last=channels_last,
+            ),
             target_transform=target_transform,
-            channels_last=channels_last,
-            max_pixels=self._max_image_pixels,
-            max_file_bytes=max_file_bytes if max_file_bytes is not None else DEFAULT_MAX_BYTES,
         )
         options: dict[str, Any] = {}
         if "in_order" in inspect.signature(DataLoader.__init__).parameters:
@@ -370,7 +386,7 @@ class GPULoader:
             worker_init_fn=worker_init_fn,
             multiprocessing_context=multiprocessing_context,
             # its own generator: DataLoader's base-seed draw must not shift the user's generator
-            # differently with and without persistent workers (see gpuaug.seeding)
+            # differently with and without persistent workers (see gpuaug.loader.seeding)
             generator=torch.Generator(),
             prefetch_factor=prefetch_factor if num_workers > 0 else None,
             persistent_workers=persistent_workers and num_workers > 0,
@@ -380,35 +396,6 @@ class GPULoader:
         self._stream = torch.cuda.Stream(self.device) if cuda else None
 
     # -- construction helpers --------------------------------------------------------------------
-    def _choose_decoder(self, decode: str, files: bool) -> tuple[str, Any]:
-        """``(name, decoder)``: which decoder the device stage uses (``"cpu"``: the workers decode).
-
-        ``"auto"`` follows what the H200 measured (2026-11-28, 16 workers, batch 256, the set with
-        tails): torchvision's batched nvJPEG decoded 20.2k img/s alone (on the 96 % of files it
-        takes) against 11.5k for nvImageCodec's hybrid backend, 6.5k for all its backends in turn
-        and 4.4k for 16 CPU workers, and GPULoader fed by it ran at 2,320 img/s against 2,306 with
-        the workers decoding and 1,811 with nvImageCodec: so nvJPEG on CUDA. On the CPU device
-        the workers decode (libjpeg-turbo at a reduced DCT scale; nvImageCodec's CPU backend is
-        there as ``decode="nvimgcodec"``). ``decode="nvimgcodec"`` on CUDA uses the hybrid backend
-        first (5.1k img/s through our decoder against 3.8k starting with the hardware engines).
-        """
-        if not files:
-            return "cpu", None  # map-style datasets hand over decoded items
-        cuda = self.device.type == "cuda"
-        if decode == "auto":
-            decode = "nvjpeg" if cuda else "cpu"
-        if decode == "nvimgcodec":
-            from gpuaug.nvdecode import NvImageCodecDecoder, nvimgcodec_available
-
-            if not nvimgcodec_available():
-                raise ValueError("decode='nvimgcodec' needs nvImageCodec: pip install 'gpuaug[gpu]'")
-            backend = "hybrid" if cuda else "cpu"
-            decoder = NvImageCodecDecoder(
-                self.device, backend, exif_orientation=self.exif_orientation, max_pixels=self._max_image_pixels
-            )
-            return "nvimgcodec", decoder
-        return decode, ("nvjpeg" if decode == "nvjpeg" else None)
-
     @staticmethod
     def _resolve(dataset: Any) -> tuple[Any, bool, Callable | None, Any, Callable | None]:
         """``(source, reads_files, load_item, dataset_transform, target_transform)``."""
@@ -446,45 +433,34 @@ class GPULoader:
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
-    def _skip(self, path: str, reason: str) -> None:
-        if self.on_error == "raise":
-            raise DecodeError(path, reason)
-        self.stats.skipped += 1
-        self.stats.skipped_paths.append(path)
-
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         epoch_key = self._epoch if self._epoch is not None else self._iterations
         self._iterations += 1
         epoch_seed = mix_seed(draw_epoch_seed(self.generator), epoch_key)
         self._seeded.epoch_seed = epoch_seed
         self.stats = stats = LoaderStats(decoder=self.decoder_name)
-        stage = DeviceStage(
-            self._pipeline,
-            self.device,
-            self._decoder,
-            self.dtype,
-            self.channels_last,
-            self._skip,
-            self.exif_orientation,
-            self._max_image_pixels,
-        )
+        failures = Failures(skip=self.on_error == "skip")
+        options = StageOptions(self.device, self.dtype, self.channels_last)
+        stage = DeviceStage(self._pipeline, options, self._decoder, failures)
         started = time.perf_counter()
         pin = self.pin_memory and self.device.type == "cpu" and torch.cuda.is_available()
         host_iterator, producer = None, None
+        persistent = self.persistent_workers and self.num_workers > 0
 
-        def stop_workers(early: bool = False) -> None:
-            persistent = self.persistent_workers and self.num_workers > 0
-            if persistent and not early:
-                return  # the workers serve the next epoch
+        def let_workers_go() -> None:  # after the producer stopped; persistent workers serve the next epoch
+            shutdown = getattr(host_iterator, "_shutdown_workers", None)
+            if not persistent and shutdown is not None:
+                shutdown()
+
+        def wake_producer() -> None:  # it waits on a worker: shut the workers down, wake it with an item it fails on
             shutdown = getattr(host_iterator, "_shutdown_workers", None)
             if shutdown is None:
                 return
             shutdown()
-            if early:  # the producer waits on a worker: wake it with an item it fails on, and let it exit
-                if persistent:
-                    self._host_loader._iterator = None  # the next epoch starts fresh workers
-                with contextlib.suppress(Exception):
-                    host_iterator._data_queue.put((None, None))
+            if persistent:
+                self._host_loader._iterator = None  # the next epoch starts fresh workers
+            with contextlib.suppress(Exception):
+                host_iterator._data_queue.put((None, None))
 
         try:
             host_iterator = iter(self._host_loader)
@@ -493,7 +469,8 @@ class GPULoader:
                 iter(_HostBatches(host_iterator)),
                 stage,
                 depth=self.prefetch_factor or 2,
-                on_stop=stop_workers,
+                on_stopped=let_workers_go,
+                wake=wake_producer,
                 stream=self._stream,
             )
             batches = iter(producer)
@@ -520,10 +497,13 @@ class GPULoader:
             if producer is not None:
                 producer.close()
             else:
-                stop_workers()
+                let_workers_go()
+            stats.skipped_paths, stats.skipped = failures.paths, len(failures.paths)
         decode_seconds, augment_seconds = stage.read_timers()
-        stats.decode_seconds += decode_seconds
-        stats.augment_seconds += augment_seconds
+        stats.device_seconds = decode_seconds + augment_seconds
+        stats.decode_seconds = decode_seconds + stage.worker_decode_seconds
+        stats.augment_seconds = augment_seconds + stage.worker_augment_seconds
+        stats.producer_seconds = stage.host_seconds
         stats.epoch_seconds = time.perf_counter() - started
         if stats.skipped:
             shown = ", ".join(stats.skipped_paths[:20])
@@ -533,5 +513,5 @@ class GPULoader:
     def __repr__(self) -> str:
         return (
             f"GPULoader(batch_size={self.batch_size}, batches={len(self)}, device={self.device}, dtype={self.dtype}, "
-            f"workers={self.num_workers}, decode={self.decoder_name}, mode={self._mode}, transform={self.transform!r})"
+            f"workers={self.num_workers}, decode={self.decoder_name}, augment_in={self.augment_in}, transform={self.transform!r})"
         )

@@ -7,7 +7,7 @@ separately by ``gpuaug.transforms.MAX_SIZE`` (65535 px per side).
 
 Example:
     >>> import gpuaug as ga
-    >>> from gpuaug.samples import load_photo
+    >>> from gpuaug.tools.samples import load_photo
     >>> picture = grid(load_photo("chelsea"), ga.RandomHorizontalFlip(), rows=1, cols=2)
     >>> picture.size[1] > 0
     True
@@ -22,8 +22,8 @@ import torch
 from PIL import Image
 
 from gpuaug import transforms as T
-from gpuaug.convert import from_torchvision
-from gpuaug.samples import resolve_image
+from gpuaug.interop.torchvision import from_torchvision
+from gpuaug.tools.samples import resolve_image
 
 __all__ = ["MAX_PIXELS", "MAX_TILES", "grid", "resolve_device", "to_tensor_image"]
 

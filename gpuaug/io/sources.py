@@ -24,7 +24,7 @@ from pathlib import Path
 from torch.utils.data import Dataset
 from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_dataset
 
-from gpuaug.decode import DecodeError
+from gpuaug.io.decode import DecodeError
 
 __all__ = ["DEFAULT_MAX_BYTES", "IMG_EXTENSIONS", "FileList", "ImageFolder", "read_bytes"]
 
@@ -52,7 +52,7 @@ def read_bytes(path: str, max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
     Example:
         >>> read_bytes("/dev/zero")
         Traceback (most recent call last):
-        gpuaug.decode.DecodeError: cannot decode /dev/zero: not a regular file (a character device)
+        gpuaug.io.decode.DecodeError: cannot decode /dev/zero: not a regular file (a character device)
     """
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
