@@ -79,11 +79,12 @@ def _decode_nvjpeg_ceiling(datas: list[bytes], paths: list[str], batch_size: int
     from torchvision.io import ImageReadMode, decode_jpeg
 
     from gpuaug.io.decode import read_header
+    from gpuaug.io.decoders import nvjpeg_takes
 
     usable = []
     for data, path in zip(datas, paths):
         try:
-            if read_header(data, path).nvjpeg_ok:
+            if nvjpeg_takes(read_header(data, path)):
                 usable.append(torch.frombuffer(bytearray(data), dtype=torch.uint8).pin_memory())
         except Exception:  # noqa: BLE001 - a file the header reader refuses is simply not nvJPEG's
             continue
@@ -289,9 +290,24 @@ def run_set(
             stats = loader.stats
             item.extra["stats_last_epoch"] = {
                 key: getattr(stats, key)
-                for key in ("wait_seconds", "decode_seconds", "augment_seconds", "epoch_seconds")
+                for key in (
+                    "wait_seconds",
+                    "decode_seconds",
+                    "augment_seconds",
+                    "producer_seconds",
+                    "device_seconds",
+                    "epoch_seconds",
+                )
                 if hasattr(stats, key)
             }
+            if hasattr(stats, "producer_ms_per_batch"):  # where a batch's time goes (issue 15)
+                item.extra["producer_ms_per_batch"] = round(stats.producer_ms_per_batch, 3)
+                item.extra["device_ms_per_batch"] = round(stats.device_ms_per_batch, 3)
+                print(
+                    f"{item.pipeline}: producer thread (host) {stats.producer_ms_per_batch:.2f} ms/batch, "
+                    f"device stage {stats.device_ms_per_batch:.2f} ms/batch, training thread waited "
+                    f"{1000 * stats.wait_seconds / max(1, stats.batches):.2f} ms/batch"
+                )
     details = {
         "image_size": size,
         "workers": args.workers,

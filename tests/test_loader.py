@@ -27,6 +27,7 @@ from torchvision import datasets
 from torchvision import transforms as tv1
 
 import gpuaug as ga
+from gpuaug.io.decoders import nvjpeg_takes
 from gpuaug.io.decode import apply_orientation, decode_cpu, read_header, sniff_format
 from tests.corpus import TRAIN, epoch, pil_rgb
 
@@ -45,17 +46,17 @@ def test_sniffing_goes_by_content_not_name(odd):
     assert sniff_format(odd["png_named_jpg"].read_bytes()) == "png"
     assert sniff_format(odd["webp"].read_bytes()) == "webp"
     header = read_header(odd["cmyk_jpeg"].read_bytes(), "cmyk.jpg")
-    assert (header.format, header.components, header.nvjpeg_ok) == ("jpeg", 4, False)
+    assert (header.format, header.components, nvjpeg_takes(header)) == ("jpeg", 4, False)
     assert read_header(odd["progressive_jpeg"].read_bytes(), "p.jpg").progressive
     large = read_header(odd["large_jpeg"].read_bytes(), "large.jpg")
-    assert (large.height, large.width, large.nvjpeg_ok) == (2900, 4100, True)
+    assert (large.height, large.width, nvjpeg_takes(large)) == (2900, 4100, True)
 
 
 def test_truncated_jpegs_never_go_to_nvjpeg(bad):
     """nvJPEG may fill a truncated file with grey; such files go to the CPU decoder, which says why."""
     for name in ("truncated", "header_only"):
         header = read_header(bad[name].read_bytes(), name)
-        assert header.format == "jpeg" and not header.complete and not header.nvjpeg_ok
+        assert header.format == "jpeg" and not header.complete and not nvjpeg_takes(header)
 
 
 def test_exif_orientation_default_off_and_flag_on(odd):

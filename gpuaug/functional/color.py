@@ -348,8 +348,8 @@ def fused_color_normalize(
     scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
 
     out = torch.empty((batch, 3, height * width), dtype=dtype, device=device)
-    # On the CPU the pixels go through in chunks of a few images that stay in cache: 64 images
-    # 224 px in one pass ran 0.81 ms per image on one core, in chunks of 2 0.56 ms (2026-11).
+    # On the CPU the pixels go through in chunks of a few images that stay in cache (faster than
+    # one pass over the batch: the `aug` benchmark measures it).
     # Chunks of images, never single samples; one chunk (the whole batch) on a GPU.
     chunk = _CPU_CHUNK if device.type == "cpu" else batch
     for start in range(0, batch, chunk):
@@ -386,9 +386,8 @@ _CPU_CHUNK = 2
 def _float_planes(images: Tensor) -> Tensor:
     """``[B, C, H, W]`` as contiguous float32 ``[B, C, HW]`` planes (one pass, whatever the layout).
 
-    The batched matmul wants contiguous planes: with a channels-last image read as a transposed
-    operand it ran 0.21 ms per 224 px image on one core, on contiguous planes 0.05 ms; converting
-    uint8 channels-last to float NCHW costs 0.07 ms (chunks of 2, 2026-11).
+    The batched matmul wants contiguous planes (a channels-last image read as a transposed operand
+    is several times slower than converting it first).
     """
     batch, channels, height, width = images.shape
     return images.to(torch.float32, memory_format=torch.contiguous_format).view(batch, channels, height * width)
@@ -408,3 +407,23 @@ def normalize_constants(mean: tuple[float, ...], std: tuple[float, ...], device:
     mean_t = torch.tensor(mean, dtype=torch.float32).view(3, 1)
     std_t = torch.tensor(std, dtype=torch.float32).view(3, 1)
     return (1.0 / std_t).to(device), (-mean_t / std_t).to(device)
+
+
+@functools.lru_cache(maxsize=8)
+def hue_basis(device: torch.device) -> Tensor:
+    """The YIQ hue rotation ``yiq_to_rgb @ R(angle) @ rgb_to_yiq`` as ``P + cos(angle) Q + sin(angle) S``."""
+    to_rgb, to_yiq = _YIQ_TO_RGB, _RGB_TO_YIQ
+    constant = torch.outer(to_rgb[:, 0], to_yiq[0])
+    cosine = torch.outer(to_rgb[:, 1], to_yiq[1]) + torch.outer(to_rgb[:, 2], to_yiq[2])
+    sine = torch.outer(to_rgb[:, 2], to_yiq[1]) - torch.outer(to_rgb[:, 1], to_yiq[2])
+    return torch.cat([constant.flatten(), cosine.flatten(), sine.flatten()]).to(torch.float32).to(device)
+
+
+@functools.lru_cache(maxsize=64)
+def normalize_bounds(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> Tensor:
+    """``1/std``, ``-mean/std``, then the clamps ``(1 - mean)/std`` and ``-mean/std``: float32 ``[12]``
+    on ``device``, the Triton pass's normalisation table."""
+    scale, shift = normalize_constants(mean, std, torch.device("cpu"))
+    upper = torch.tensor([(1.0 - m) / s for m, s in zip(mean, std)], dtype=torch.float32)
+    lower = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32)
+    return torch.cat([scale.flatten(), shift.flatten(), upper, lower]).to(device)

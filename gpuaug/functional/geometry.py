@@ -163,7 +163,7 @@ def _resized_crop_loop(
 
     On the CPU this is the fast path: torch's uint8 antialiased resize is vectorised per image,
     the crop is free and a flip is a view of the small result, so a per-sample loop beats the
-    batched gathers (15x on 2 CPU cores, 64 images 384x512 -> 224, 2026-11).
+    batched gathers (``python -m benchmarks aug --device cpu`` measures it).
     """
     count = len(images)
     # Reads boxes and masks on the host: free on the CPU, where this path runs by default.

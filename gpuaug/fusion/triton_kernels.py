@@ -20,13 +20,8 @@ bilinear weights, ``functional.fused_color_normalize`` for the colour affine); t
 them equal (float 1e-4, uint8 +-1). Every per-image quantity (taps, colour matrix) is computed
 inside the kernels from the raw params, so the pass costs no small torch launches.
 
-Measured (H200, torch 2.11, Triton 3.6, 2026-11-28; 256 ragged photo crops 206-798 px wide,
-RandomResizedCrop(224) + flip + ColorJitter(0.4, 0.4, 0.4) + Normalize, params drawn before):
-the fused pass 2.19 ms median per batch (1.41 ms min; 117k img/s), 4 kernels + 1 copy by the
-profiler; the torch path on the same list 25.6 ms (421 launches); Kornia's
-``AugmentationSequential`` on the same photos as a uniform 384x512 batch 17.7 ms. Same draw: the
-two paths differ by at most 1.4e-6. (The per-batch host work was cut from 6.3 to 0.4 ms after
-that run; the median was host-bound.)
+Its speed on a GPU (images per second, kernel launches per batch) is measured by
+``python -m benchmarks aug`` and recorded in ``benchmarks/results/`` and the README.
 
 Under ``TRITON_INTERPRET=1`` (set before this module is imported) the kernels run on CPU tensors
 through Triton's interpreter; that is how CI tests them.
@@ -38,7 +33,6 @@ Example:
 
 from __future__ import annotations
 
-import functools
 import os
 
 import numpy as np
@@ -47,7 +41,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from gpuaug.functional.color import _RGB_TO_YIQ, _YIQ_TO_RGB, normalize_constants
+from gpuaug.functional.color import hue_basis, normalize_bounds
 from gpuaug.fusion.ops import FusedOps, combine
 
 __all__ = ["INTERPRETING", "fused"]
@@ -571,10 +565,10 @@ def fused(data: Tensor, offsets, strides, ops: FusedOps, memory_format=torch.cha
         if gray_mask is not None:
             color_flags["HAS_GRAY"] = True
             gray = on_device(gray_mask)
-        basis = _hue_basis(device)
+        basis = hue_basis(device)
         mean = ops.mean if ops.mean is not None else (0.0, 0.0, 0.0)
         std = ops.std if ops.std is not None else (1.0, 1.0, 1.0)
-        norm = _norm_constants(tuple(mean), tuple(std), device)
+        norm = normalize_bounds(tuple(mean), tuple(std), device)
     jittered = any(color_flags[name] for name in ("HAS_BRIGHTNESS", "HAS_CONTRAST", "HAS_SATURATION", "HAS_HUE"))
     color_flags["TWO_PASS"] = color_flags["HAS_GRAY"] and jittered
     sums = dummy
@@ -616,22 +610,3 @@ def fused(data: Tensor, offsets, strides, ops: FusedOps, memory_format=torch.cha
 
 def _or(value: Tensor | None, default: Tensor) -> Tensor:
     return default if value is None else value
-
-
-@functools.lru_cache(maxsize=8)
-def _hue_basis(device: torch.device) -> Tensor:
-    """The YIQ hue rotation ``yiq_to_rgb @ R(angle) @ rgb_to_yiq`` as ``P + cos(angle) Q + sin(angle) S``."""
-    to_rgb, to_yiq = _YIQ_TO_RGB, _RGB_TO_YIQ
-    constant = torch.outer(to_rgb[:, 0], to_yiq[0])
-    cosine = torch.outer(to_rgb[:, 1], to_yiq[1]) + torch.outer(to_rgb[:, 2], to_yiq[2])
-    sine = torch.outer(to_rgb[:, 2], to_yiq[1]) - torch.outer(to_rgb[:, 1], to_yiq[2])
-    return torch.cat([constant.flatten(), cosine.flatten(), sine.flatten()]).to(torch.float32).to(device)
-
-
-@functools.lru_cache(maxsize=64)
-def _norm_constants(mean: tuple[float, ...], std: tuple[float, ...], device: torch.device) -> Tensor:
-    """``1/std``, ``-mean/std`` (the lower clamp) and ``(1 - mean)/std`` (the upper), as the torch reference rounds them."""
-    scale, shift = normalize_constants(mean, std, torch.device("cpu"))
-    upper = torch.tensor([(1.0 - m) / s for m, s in zip(mean, std)], dtype=torch.float32)
-    lower = torch.tensor([-m / s for m, s in zip(mean, std)], dtype=torch.float32)
-    return torch.cat([scale.flatten(), shift.flatten(), upper, lower]).to(device)

@@ -124,14 +124,6 @@ class ImageHeader:
         """``(height, width)`` after applying the EXIF orientation."""
         return (self.width, self.height) if self.orientation in (5, 6, 7, 8) else (self.height, self.width)
 
-    @property
-    def nvjpeg_ok(self) -> bool:
-        """A whole JPEG nvJPEG decodes to RGB as PIL would: baseline, grayscale or YCbCr.
-
-        Truncated files go to the CPU decoder, which reports them instead of filling in grey.
-        """
-        return self.format == "jpeg" and self.components in (1, 3) and not self.progressive and self.complete
-
 
 _SOF_MARKERS = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
 

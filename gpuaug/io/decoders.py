@@ -112,9 +112,9 @@ class NvImageCodecDecoder:
     def __init__(self, device: torch.device, exif_orientation: bool = False, max_pixels: int | None = DEFAULT_MAX_PIXELS) -> None:
         if not nvdecode.nvimgcodec_available():
             raise ValueError("decode='nvimgcodec' needs nvImageCodec: pip install 'gpuaug[gpu]'")
-        # CUDA: the hybrid backend first (5.1k img/s through our decoder against 3.8k starting with the
-        # hardware engines on the H200); its GPU stages decode whole images (region requests sent most
-        # images to the CPU there). The CPU: its CPU codecs, the crop box only.
+        # CUDA: the hybrid backend first (faster through our decoder than starting with the hardware
+        # engines, in the suite's GPU runs); its GPU stages decode whole images (region requests send
+        # most images to the CPU). The CPU device: its CPU codecs, the crop box only.
         cuda = device.type == "cuda"
         self.regions = not cuda
         self._decoder = nvdecode.NvImageCodecDecoder(
@@ -136,9 +136,8 @@ def choose_decoder(
 ) -> Decoder | None:
     """The decoder for ``decode`` (one of ``DECODERS``) on ``device``; ``None``: the workers decode.
 
-    ``"auto"``: torchvision's nvJPEG on CUDA (on the H200, 2026-11-28, it decoded 20.2k img/s
-    against 11.5k for nvImageCodec's hybrid backend, and fed the loader fastest: see
-    ``benchmarks/results/``); the workers on the CPU. Map-style datasets (``files=False``) hand
+    ``"auto"``: torchvision's nvJPEG on CUDA (fastest alone and end to end in the GPU suite's runs:
+    ``benchmarks/results/``, the README); the workers on the CPU. Map-style datasets (``files=False``) hand
     over decoded items: no decoder.
 
     Raises:

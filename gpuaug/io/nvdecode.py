@@ -22,16 +22,13 @@ Every image comes out as PIL's ``Image.open(...).convert("RGB")`` gives it, as
 On a GPU only JPEGs with 1 or 3 components go to the GPU stages (hardware engines, then nvJPEG
 hybrid/CUDA); CMYK JPEGs and other formats go to nvImageCodec's CPU codecs, which run in its own
 thread pool (``num_threads``) and match PIL exactly. The GPU JPEG decoders differ from
-libjpeg-turbo's integer IDCT and chroma upsampling by a little (H200, 22 JPEGs: hardware engines
-max 1 level, nvJPEG hybrid mean 0.04 and max 3 levels). Regions: the CPU codecs decode only the
+libjpeg-turbo's integer IDCT and chroma upsampling by a few levels (``tests/test_nvdecode.py``
+bounds them). Regions: the CPU codecs decode only the
 region (exact); the GPU stages decode the whole image and return the region as a view (exact,
 and faster: asked for regions, the engines and nvJPEG passed most images on to the CPU).
 
-Measured on an H200 with 16 cores (nvImageCodec 0.9.0, torch 2.11; 512 JPEGs of 200-500 px,
-batch 256, decode only): ``auto`` 6,300 img/s (hardware engines for baseline JPEGs, nvJPEG for
-progressive), ``hw`` 6,470, ``hybrid`` 7,290 (5,760-8,630), nvImageCodec CPU codecs 2,020 (3,370
-for RandomResizedCrop regions), torchvision's batched nvJPEG 6,310, ``decode_cpu`` in one
-thread 1,080.
+The backends' decode rates on a GPU are measured by ``python -m benchmarks loader`` (its
+decode-only rows) and recorded in ``benchmarks/results/``.
 
 EXIF orientation is ignored by default (nvImageCodec applies it by default; it is turned off), and
 ``exif_orientation=True`` applies it with :func:`gpuaug.io.decode.apply_orientation`, as every other
@@ -336,10 +333,9 @@ class NvImageCodecDecoder:
             batch = [index for index in pending if index in code_streams and self._stage_takes(name, infos[index])]
             if not batch:
                 continue
-            # Regions only for the CPU codecs: on an H200 the hardware engines and nvJPEG handed most
-            # region requests on to the CPU (auto: 6,300 -> 3,800 img/s), while a GPU decode of the
-            # whole image and a crop (a view) costs nothing more; libjpeg-turbo's region decode is
-            # 1.7x faster than its whole decode (16 threads, 200-500 px JPEGs) and exact.
+            # Regions only for the CPU codecs: the hardware engines and nvJPEG hand most region
+            # requests on to the CPU, while a GPU decode of the whole image and a crop (a view) costs
+            # nothing more; libjpeg-turbo's region decode is faster than its whole decode, and exact.
             streams = region_streams if name == "cpu" else {}
             sources = [streams.get(index, code_streams[index]) for index in batch]
             try:

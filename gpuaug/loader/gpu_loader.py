@@ -5,7 +5,7 @@ conversion happen where they are cheapest:
 
 * **CUDA** (``device="cuda"``): workers read bytes and headers and draw each batch's parameters;
   a producer thread (``gpuaug.loader.device_stage``) decodes the batch on the GPU in one call
-  (torchvision's batched nvJPEG by default, which measured fastest on the H200, or nvImageCodec
+  (torchvision's batched nvJPEG by default, fastest in the GPU suite's runs, or nvImageCodec
   with ``decode="nvimgcodec"``), runs the pipeline on its own stream and hands each batch over
   with its own CUDA event. The training thread only waits on that event. Files the GPU decoder
   cannot decode as PIL does (CMYK, PNG, WebP ...) are decoded by the workers.
@@ -234,7 +234,7 @@ class GPULoader:
         device: where batches live (default: CUDA if available, else CPU).
         dtype: image dtype; floating dtypes are scaled to [0, 1] before any Normalize.
         channels_last: return images in ``torch.channels_last`` memory format.
-        decode: ``"auto"`` (CUDA: torchvision's nvJPEG, which measured fastest on the H200; CPU:
+        decode: ``"auto"`` (CUDA: torchvision's nvJPEG, fastest in the GPU suite's runs; CPU:
             the workers),
             ``"cpu"`` (the workers decode, only the crop box, at a reduced DCT scale where
             allowed), ``"nvimgcodec"`` (on the CPU device: its CPU backend) or ``"nvjpeg"``.

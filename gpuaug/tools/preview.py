@@ -90,9 +90,9 @@ def _displayable(batch: torch.Tensor, transform: T.Transform) -> torch.Tensor:
         return batch
     last = transform.transforms[-1] if isinstance(transform, T.Compose) and transform.transforms else transform
     batch = batch.float()
-    if isinstance(last, T.Normalize):
-        mean = torch.tensor(last.mean, device=batch.device).view(1, -1, 1, 1)
-        std = torch.tensor(last.std, device=batch.device).view(1, -1, 1, 1)
+    if last.fusion == "normalize":  # its description holds mean and std
+        mean = torch.tensor(last.describe()["mean"], device=batch.device).view(1, -1, 1, 1)
+        std = torch.tensor(last.describe()["std"], device=batch.device).view(1, -1, 1, 1)
         batch = batch * std + mean
     return (batch.clamp(0, 1) * 255).round().to(torch.uint8)
 

@@ -1,0 +1,73 @@
+"""The loader's straight path (issue 15): the user's Compose settings survive the loader, and
+``loader.stats`` says where a batch's time goes (the producer's host time, the device stage's time,
+the workers' time)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+import gpuaug as ga
+from gpuaug.fusion import triton
+
+
+@pytest.fixture
+def files(corpus) -> list[tuple[str, int]]:
+    return [(str(path), index) for index, path in enumerate(sorted(corpus.rglob("*.jpg")))]
+
+
+class _Slow(ga.Transform):
+    """Sleeps in apply (a guaranteed lower bound on the time it takes, whatever the machine)."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds = seconds
+
+    def apply(self, images, params):
+        time.sleep(self.seconds)
+        return images
+
+
+class _SlowItems(torch.utils.data.Dataset):
+    def __len__(self) -> int:
+        return 6
+
+    def __getitem__(self, index):
+        time.sleep(0.05)
+        return torch.full((3, 8, 8), index, dtype=torch.uint8), index
+
+
+@pytest.mark.skipif(not triton.available(), reason="needs the triton package")
+def test_backend_survives_the_loader(files):
+    """Issue 18 #12: the loader rebuilt the pipeline without ``backend``. ``backend="triton"`` on CPU
+    tensors without Triton's interpreter must reach the device stage (and say so), not be dropped."""
+    transform = ga.Compose([ga.RandomResizedCrop(16), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)], backend="triton")
+    loader = ga.GPULoader(files, batch_size=4, transform=transform, device="cpu", augment_in="device")
+    with pytest.raises(RuntimeError, match="TRITON_INTERPRET"):
+        next(iter(loader))
+    torch_loader = ga.GPULoader(files, batch_size=4, transform=ga.Compose(transform.transforms, backend="torch"), device="cpu")
+    assert next(iter(torch_loader))[0].shape == (4, 3, 16, 16)
+
+
+def test_stats_show_the_producer_and_device_time_per_batch():
+    transform = ga.Compose([ga.CenterCrop(8), _Slow(0.03)])
+    loader = ga.GPULoader(_SlowItems(), batch_size=2, transform=transform, device="cpu", augment_in="device")
+    assert sum(len(labels) for _, labels in loader) == 6
+    stats = loader.stats
+    assert stats.batches == 3
+    assert stats.producer_seconds >= 3 * 0.03 and stats.device_seconds >= 3 * 0.03  # the stage ran the slow op
+    assert stats.producer_ms_per_batch == pytest.approx(1000 * stats.producer_seconds / 3)
+    assert stats.device_ms_per_batch == pytest.approx(1000 * stats.device_seconds / 3)
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_stats_add_the_workers_time(workers):
+    """Issue 18 #21: the workers' decode (here: loading) and augment time was never added to the stats."""
+    transform = ga.Compose([ga.CenterCrop(8), _Slow(0.02)])
+    loader = ga.GPULoader(
+        _SlowItems(), batch_size=3, num_workers=workers, transform=transform, device="cpu", augment_in="workers"
+    )
+    assert sum(len(labels) for _, labels in loader) == 6
+    assert loader.stats.decode_seconds >= 6 * 0.05  # every item slept 50 ms while its worker loaded it
+    assert loader.stats.augment_seconds >= 2 * 0.02  # each batch's pipeline ran in a worker
