@@ -1,4 +1,4 @@
-"""Optional NVIDIA DALI backend: the same transforms and the same batches, through a DALI pipeline.
+"""Optional NVIDIA DALI backend: the same transforms and batch contract, through a DALI pipeline.
 
 ``pip install -e ".[dali]"`` brings ``nvidia-dali-cuda130``. Without a GPU, DALI runs a CPU-only
 pipeline (``device_id=None``); with one, the decoder runs ``"mixed"`` (nvJPEG) and the other
@@ -6,19 +6,22 @@ operators on the GPU.
 
 Which parts run where (the pipeline is built from the gpuaug ``Compose`` you pass):
 
-* **DALI, natively**, in order, as long as the transforms allow: the file reader (shuffling,
-  sharding); the decoder, fused with the crop for ``RandomResizedCrop``
+* **DALI, natively**, in order, the part of the pipeline's fused prefix (``Compose.plan.prefix``)
+  it has operators for, read from each transform's role and ``describe()``: the file reader
+  (shuffling, sharding); the decoder, fused with the crop for ``RandomResizedCrop``
   (``fn.decoders.image_random_crop`` with the same ``scale``/``ratio`` and 10 attempts, then
   ``fn.resize``); ``Resize`` (``fn.resize`` to torchvision's output size, computed per image from
   ``fn.peek_image_shape``), ``CenterCrop`` (``fn.slice`` at torchvision's anchor, zero padding);
   flips (``fn.flip``; a horizontal flip *before* the crop is moved after it, which leaves its
-  distribution unchanged); ``ColorJitter`` with the same ranges through ``fn.color_twist`` (DALI's
+  distribution unchanged); a fusible ``ColorJitter`` (no HSV hue) through ``fn.color_twist`` (DALI's
   formulas: contrast about mid-grey, saturation and hue as a linear YIQ approximation, not
   torchvision's; pass ``native_color=False`` to run gpuaug's instead); ``ToDtype(float)`` and
   ``Normalize`` through ``fn.crop_mirror_normalize``.
 * **gpuaug, on the resulting batch** (zero-copy through DALI's PyTorch plugin): everything from
-  the first transform DALI has no equivalent for (``RandomGrayscale``, HSV ``ColorJitter`` with
-  ``native_color=False``, ...), then the dtype and memory format.
+  the first transform DALI has no equivalent for (``RandomGrayscale``, an HSV ``ColorJitter``,
+  ``ColorJitter`` with ``native_color=False``, ...), with the ``Compose``'s ``fuse`` and
+  ``backend``, then the dtype and memory format. DALI draws its own randomness: the same
+  transforms and batch contract as ``GPULoader``, not the same batches.
 
 Bad files follow ``GPULoader``'s policy. When the loader is built it checks every file once, as
 ``GPULoader``'s workers do (``check_files=True``, in ``num_threads`` threads): a regular file
