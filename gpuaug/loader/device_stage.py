@@ -137,8 +137,7 @@ class DeviceStage:
                 return decoded.to(device, non_blocking=True), host.labels, self._params(host.params)
             return [image.to(device, non_blocking=True) for image in decoded], host.labels, self._params(host.params)
         rows = torch.as_tensor(host.encoded_rows, dtype=torch.int64)
-        paths = [host.paths[row] for row in host.encoded_rows]
-        result = self.decoder.decode(host.encoded_files(), paths, host.headers, host.regions[rows])
+        result = self.decoder.decode(host.encoded_files(), host.encoded_paths, host.headers, host.regions[rows])
         labels, params, images, image_rows, decoded_rows = (
             host.labels,
             host.params,

@@ -41,6 +41,7 @@ class HostBatch:
             buffer, one shared-memory segment) when uint8, else a list.
         encoded: the files of rows ``encoded_rows``, which the device decodes, one after another in
             one uint8 buffer delimited by ``encoded_offsets`` ``[len(encoded_rows) + 1]``.
+        encoded_paths: each encoded row's path (named in the device decoder's errors).
         headers: each encoded row's header (read once, in the worker).
         regions: int64 ``[n, 4]``: the part of its full image each row's image covers (decoded
             rows: what the worker cropped; encoded rows: what the device decoder decodes).
@@ -59,6 +60,7 @@ class HostBatch:
     encoded: torch.Tensor | None = None
     encoded_offsets: list[int] = field(default_factory=lambda: [0])
     encoded_rows: list[int] = field(default_factory=list)
+    encoded_paths: list[str] = field(default_factory=list)
     headers: list[ImageHeader] = field(default_factory=list)
     regions: torch.Tensor | None = None
     decode_seconds: float = 0.0

@@ -208,6 +208,7 @@ class WorkerSide(Dataset):
                     files.append(data)
                     batch.encoded_offsets.append(batch.encoded_offsets[-1] + len(data))
                     batch.encoded_rows.append(row)
+                    batch.encoded_paths.append(batch.paths[row])
                     batch.headers.append(header)
                     region = region if self.region_decode else [0, 0, *full]
                     covered.append(region)
