@@ -155,7 +155,8 @@ def test_color_jitter_draws_a_uniform_order_per_image():
 def test_color_jitter_disabled_ops_are_not_sampled():
     params = ga.ColorJitter(brightness=0.4).make_params(torch.zeros(2, 3, 1, 1), generator(0))
     assert set(params) == {"order", "brightness"}
-    assert ga.ColorJitter()(torch.rand(2, 3, 4, 4), generator=generator(0)).shape == (2, 3, 4, 4)
+    images = torch.rand(2, 3, 4, 4)
+    assert torch.equal(ga.ColorJitter()(images, generator=generator(0)), images)  # nothing enabled: unchanged
 
 
 def test_color_jitter_yiq_mode_is_affine_and_marked():
@@ -164,7 +165,13 @@ def test_color_jitter_yiq_mode_is_affine_and_marked():
     assert "hue_mode='yiq'" in repr(jitter)
     images = torch.rand(4, 3, 8, 8)
     out = jitter(images, generator=generator(0))
-    assert out.dtype == images.dtype and out.shape == images.shape
+    assert out.dtype == images.dtype and out.shape == images.shape and not torch.equal(out, images)
+    # affine: it joins the fused colour pass, which gives what the ops give one by one
+    steps = [jitter, ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]
+    fused, exact = ga.Compose(steps), ga.Compose(steps, fuse=False)
+    assert fused.plan.stages == (Stage("color", (0, 1)),)
+    params = fused.make_params(images, generator(1))
+    torch.testing.assert_close(fused(images, params=params), exact(images, params=params), atol=1e-5, rtol=0)
 
 
 # ----------------------------------------------------------------------------------------------
