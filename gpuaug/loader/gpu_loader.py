@@ -122,6 +122,56 @@ def check_loader_arguments(batch_size: Any, on_error: Any, dtype: Any, **limits:
             raise ValueError(f"{name} must be a positive int or None, got {value!r}")
 
 
+@dataclass(frozen=True)
+class ResolvedDataset:
+    """What the loader reads from a dataset.
+
+    Attributes:
+        source: what the workers index: a ``FileList`` (files) or the map-style dataset itself.
+        files: whether the workers read files (bytes and headers) rather than load items.
+        load_item: for items, ``index -> (item, label)``.
+        transform, target_transform: the dataset's own (a torchvision ``DatasetFolder``'s), if any.
+    """
+
+    source: Any
+    files: bool
+    load_item: Callable[[int], tuple[Any, Any]] | None = None
+    transform: Any = None
+    target_transform: Callable[[Any], Any] | None = None
+
+
+def resolve_dataset(dataset: Any) -> ResolvedDataset:
+    """How the loader reads ``dataset`` (a file list, an ImageFolder, a torchvision ``DatasetFolder``, any map-style dataset).
+
+    Example:
+        >>> resolve_dataset([("a.jpg", 0)]).files
+        True
+    """
+    from torchvision.datasets import DatasetFolder
+    from torchvision.datasets.folder import default_loader, pil_loader
+
+    if isinstance(dataset, FileList):
+        return ResolvedDataset(dataset, True)
+    if isinstance(dataset, DatasetFolder):
+        files = FileList(dataset.samples)
+        if dataset.loader in (default_loader, pil_loader):
+            return ResolvedDataset(files, True, None, dataset.transform, dataset.target_transform)
+
+        def load_item(index: int, dataset=dataset) -> tuple[Any, int]:
+            path, label = dataset.samples[index]
+            return dataset.loader(path), label
+
+        return ResolvedDataset(files, False, load_item, dataset.transform, dataset.target_transform)
+    if is_file_list(dataset):
+        return ResolvedDataset(FileList(dataset), True)
+    if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
+        raise TypeError(
+            f"dataset must be a ga.ImageFolder, a torchvision ImageFolder, a list of (path, label) or a "
+            f"map-style dataset; got {type(dataset).__name__}"
+        )
+    return ResolvedDataset(dataset, False, dataset.__getitem__)
+
+
 def as_compose(transform: Any) -> T.Compose | None:
     """A gpuaug ``Compose`` from a gpuaug transform, a Kornia pipeline or a torchvision pipeline (converted)."""
     if transform is None:
@@ -331,7 +381,10 @@ class GPULoader:
         self._epoch: int | None = None
         self._iterations = 0
 
-        source, files, load_item, dataset_transform, target_transform = self._resolve(dataset)
+        resolved = resolve_dataset(dataset)
+        source, files, load_item, dataset_transform, target_transform = (
+            resolved.source, resolved.files, resolved.load_item, resolved.transform, resolved.target_transform
+        )
         transform = as_compose(transform if transform is not None else dataset_transform)
         self.transform: T.Compose | None = transform
         finish = [T.ToDtype(dtype)] if dtype.is_floating_point else []
@@ -396,33 +449,6 @@ class GPULoader:
         self._stream = torch.cuda.Stream(self.device) if cuda else None
 
     # -- construction helpers --------------------------------------------------------------------
-    @staticmethod
-    def _resolve(dataset: Any) -> tuple[Any, bool, Callable | None, Any, Callable | None]:
-        """``(source, reads_files, load_item, dataset_transform, target_transform)``."""
-        from torchvision.datasets import DatasetFolder
-        from torchvision.datasets.folder import default_loader, pil_loader
-
-        if isinstance(dataset, FileList):
-            return dataset, True, None, None, None
-        if isinstance(dataset, DatasetFolder):
-            files = FileList(dataset.samples)
-            if dataset.loader in (default_loader, pil_loader):
-                return files, True, None, dataset.transform, dataset.target_transform
-
-            def load_item(index: int, dataset=dataset) -> tuple[Any, int]:
-                path, label = dataset.samples[index]
-                return dataset.loader(path), label
-
-            return files, False, load_item, dataset.transform, dataset.target_transform
-        if is_file_list(dataset):
-            return FileList(dataset), True, None, None, None
-        if not (hasattr(dataset, "__getitem__") and hasattr(dataset, "__len__")):
-            raise TypeError(
-                f"dataset must be a ga.ImageFolder, a torchvision ImageFolder, a list of (path, label) or a "
-                f"map-style dataset; got {type(dataset).__name__}"
-            )
-        return dataset, False, dataset.__getitem__, None, None
-
     # -- DataLoader semantics --------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.batch_sampler)
