@@ -38,8 +38,16 @@ def resolve(argv: list[str] | None) -> Config:
     if config.resume is None:
         return config
     folder = Path(config.resume)
-    if not (folder / "checkpoint.pt").is_file() or not (folder / "config.json").is_file():
-        raise ConfigError(f"--resume {config.resume}: no checkpoint.pt and config.json there")
+    if not folder.is_dir():
+        raise ConfigError(f"--resume {config.resume}: no such folder (no checkpoint.pt or config.json to resume from)")
+    missing = [name for name in ("checkpoint.pt", "config.json") if not (folder / name).is_file()]
+    if missing == ["checkpoint.pt"]:  # config.json is written before the first epoch: stopped before its checkpoint
+        raise ConfigError(
+            f"--resume {config.resume}: no checkpoint.pt there, only config.json (the run stopped before its first "
+            f"checkpoint); start it again with --out {config.resume}"
+        )
+    if missing:
+        raise ConfigError(f"--resume {config.resume}: no {' and no '.join(missing)} there; not a finetune run folder")
     # the run's config.json (written before its first epoch), not the checkpoint: run() loads that once
     given = vars(build_parser().parse_args(argv))
     return validate(dataclasses.replace(saved_config(folder), **given))

@@ -152,7 +152,7 @@ def make_loaders(config: Config, train_dir: Path, test_dir: Path, runtime: Runti
             "num_shards": runtime.world,
             "channels_last": config.channels_last,
         }
-        train = DALILoader(train_dir, batch, shuffle=True, transform=train_transform, seed=config.seed, **common)
+        train = DALILoader(train_dir, batch, shuffle=True, drop_last=True, transform=train_transform, seed=config.seed, **common)
         test = DALILoader(test_dir, batch, transform=test_transform, seed=config.seed, **common)
         return train, test, len(train.source)  # the folder DALILoader already scanned
     if config.loader == "gpu":
@@ -172,7 +172,9 @@ def make_loaders(config: Config, train_dir: Path, test_dir: Path, runtime: Runti
         DistributedSampler(train_set, runtime.world, runtime.rank, shuffle=True, seed=config.seed) if runtime.world > 1 else None
     )
     test_sampler = ShardSampler(len(test_set), runtime.rank, runtime.world)
-    common = {"num_workers": workers, "generator": generator}
+    # training drops the last partial batch (as the reference recipes do): a batch of one image cannot go through
+    # BatchNorm in training mode; evaluation keeps every image
+    common = {"num_workers": workers, "generator": generator, "drop_last": True}
     if config.loader == "gpu":
         options = {"device": device, "channels_last": config.channels_last}
         train = ga.GPULoader(
@@ -238,12 +240,37 @@ def write_atomically(path: Path, write: Callable[[BinaryIO], None]) -> None:
             os.fsync(file.fileno())  # the bytes on disk before the name points at them
         os.replace(temporary, path)
     except BaseException as error:  # KeyboardInterrupt included: no half-written .tmp left behind
-        temporary.unlink(missing_ok=True)
-        if not isinstance(error, OSError):
+        with contextlib.suppress(OSError):  # e.g. a read-only file system: the cleanup's error must not hide the real one
+            temporary.unlink(missing_ok=True)
+        if not isinstance(error, OSError) and not is_failed_write(error):
             raise
-        kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
-        hint = "; free some space and resume with --resume" if error.errno == errno.ENOSPC else ""
-        raise RunError(f"cannot write {path}: {error.strerror or error}; {kept}{hint}") from None
+        try:
+            kept = f"the previous {path.name} is kept" if path.exists() else f"no {path.name} was written"
+        except OSError:
+            kept = f"the previous {path.name}, if any, is kept"
+        if isinstance(error, OSError):
+            reason = error.strerror or str(error)
+            full = error.errno in (errno.ENOSPC, errno.EDQUOT)
+        else:  # torch.save's own writer turns the file's OSError(ENOSPC) into a RuntimeError ("... unexpected pos ...")
+            reason = f"the write failed part-way, most likely no space left on the device ({first_line(error)})"
+            full = True
+        hint = "; free some space and resume with --resume" if full else ""
+        raise RunError(f"cannot write {path}: {reason}; {kept}{hint}") from None
+
+
+# what torch.save's C++ zip writer (PyTorchStreamWriter) says when the file it writes to fails
+TORCH_WRITE_FAILURES = ("unexpected pos", "PytorchStreamWriter failed", "file write failed")
+
+
+def is_failed_write(error: BaseException) -> bool:
+    """Whether ``error`` is torch.save's RuntimeError for a write the file refused (e.g. a full disk)."""
+    return isinstance(error, RuntimeError) and any(marker in str(error) for marker in TORCH_WRITE_FAILURES)
+
+
+def first_line(error: BaseException, limit: int = 120) -> str:
+    """The first non-blank line of ``error``'s message, cut to ``limit`` characters (C++ messages run long)."""
+    line = next((line.strip() for line in str(error).splitlines() if line.strip()), type(error).__name__)
+    return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
 def save_checkpoint(path: Path, state: dict) -> None:
@@ -283,7 +310,35 @@ def load_checkpoint(folder: Path) -> dict:
     epoch = checkpoint["epoch"]
     if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
         raise ConfigError(f"--resume {folder}: {path} holds an invalid epoch {epoch!r}; {advice}")
+    if "metrics" in checkpoint:  # older checkpoints have none (their rows are read from metrics.jsonl)
+        bad = metrics_problem(checkpoint["metrics"], epoch + 1)
+        if bad:
+            raise ConfigError(f"--resume {folder}: {path} holds invalid metrics ({bad}); {advice}")
     return checkpoint
+
+
+METRIC_KEYS = ("train_loss", "train_acc", "test_acc")  # besides "epoch": what the curves plot
+
+
+def metric_row_problem(row: Any, last: int) -> str | None:
+    """What is wrong with one metrics row (a dict with an int epoch in [1, last] and numbers to plot); None if nothing."""
+    if not isinstance(row, dict):
+        return f"a row is a {type(row).__name__}, not a dict: {row!r:.60}"
+    epoch = row.get("epoch")
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or not 1 <= epoch <= last:
+        return f"a row's epoch is {epoch!r:.40}, not an int in [1, {last}]"
+    for key in METRIC_KEYS:
+        value = row.get(key)
+        if not isinstance(value, (int, float)) or isinstance(value, bool):
+            return f"epoch {epoch}'s {key} is {value!r:.40}, not a number"
+    return None
+
+
+def metrics_problem(rows: Any, last: int) -> str | None:
+    """What is wrong with a checkpoint's ``metrics`` (a list of rows up to epoch ``last``); None if nothing."""
+    if not isinstance(rows, list):
+        return f"a {type(rows).__name__}, not a list of rows"
+    return next((problem for row in rows if (problem := metric_row_problem(row, last))), None)
 
 
 def restore(checkpoint: dict, path: Path, module, optimizer, scheduler, scaler, generator, runtime: Runtime) -> None:
@@ -315,7 +370,7 @@ def resumed_metrics(checkpoint: dict, metrics_path: Path) -> list[dict]:
                 row = json.loads(line)
             except ValueError:
                 continue  # a line cut short
-            if isinstance(row, dict) and isinstance(row.get("epoch"), int) and row["epoch"] <= last:
+            if metric_row_problem(row, last) is None:  # skips rows of other programs, or damaged ones
                 by_epoch[row["epoch"]] = row  # an epoch written twice by an earlier resume: the later row
     return [by_epoch[epoch] for epoch in sorted(by_epoch)]
 
@@ -463,7 +518,19 @@ def run(config: Config, say=print) -> dict:
             out.mkdir(parents=True, exist_ok=True)
         except OSError as error:
             raise ConfigError(f"--out {out}: cannot create the folder ({error.strerror or error})") from None
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):  # a read-only file system, or another user's folder
+        raise ConfigError(
+            f"{'--resume' if config.resume else '--out'} {out}: "
+            "cannot write in this folder (read-only file system or no permission)"
+        )
     checkpoint = load_checkpoint(out) if config.resume else None
+    if checkpoint is not None and checkpoint["epoch"] + 1 >= config.epochs:
+        if runtime.main:
+            say(
+                f"nothing to do: {out / CHECKPOINT} is after epoch {checkpoint['epoch'] + 1} and --epochs is {config.epochs} "
+                "(the total to reach); pass a larger --epochs to train on"
+            )
+        return {"rank": runtime.rank, "train_indices": []}
     torch.manual_seed(config.seed)
 
     # --- data ---------------------------------------------------------------------------------
@@ -476,6 +543,12 @@ def run(config: Config, say=print) -> dict:
         train_loader, test_loader, train_size = make_loaders(config, train_dir, test_dir, runtime, generator)
     except FileNotFoundError as error:
         raise ConfigError(str(error)) from None
+    if len(train_loader) == 0:  # the last partial batch is dropped: a batch larger than the data makes no step at all
+        per_process = f" ({math.ceil(train_size / runtime.world)} per process)" if runtime.world > 1 else ""
+        raise ConfigError(
+            f"--batch-size {config.batch_size} is more than the {train_size} training images in {train_dir}{per_process}; "
+            "lower --batch-size"
+        )
 
     # --- model --------------------------------------------------------------------------------
     weights = config.weights
@@ -524,7 +597,10 @@ def run(config: Config, say=print) -> dict:
         if checkpoint is not None:
             write_metrics(metrics_path, history)
         elif metrics_path.exists():
-            metrics_path.unlink()
+            try:
+                metrics_path.unlink()
+            except OSError as error:
+                raise RunError(f"cannot remove the old {metrics_path}: {error.strerror or error}") from None
         resolved = {
             **dataclasses.asdict(config),
             "weights_loaded": weights if pretrained else "none",

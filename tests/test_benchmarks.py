@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -292,3 +293,69 @@ def test_committed_results_render():
     for by_benchmark in newest.values():
         for path, record in by_benchmark.values():
             assert f"`benchmarks/results/{path.name}`" in text and f"`{record['env']['commit']}`" in text
+
+
+# ----------------------------------------------------------------------------------------------
+# Bad arguments: one line on stderr, exit status 2, before any work (issue 18, row 19)
+# ----------------------------------------------------------------------------------------------
+BAD_ARGUMENTS = {
+    "batch size 0": (["loader", "--batch-size", "0"], "argument --batch-size: must be >= 1, got 0"),
+    "batch size -5": (["train", "--batch-size", "-5"], "argument --batch-size: must be >= 1, got -5"),
+    "batch size not a number": (["aug", "--batch-size", "many"], "argument --batch-size: invalid int value: 'many'"),
+    "repeats 0": (["aug", "--repeats", "0"], "argument --repeats: must be >= 1, got 0"),
+    "image size 0": (["aug", "--image-size", "0"], "argument --image-size: must be in [16, 4096], got 0"),
+    "image size 10**9": (["all", "--image-size", str(10**9)], "argument --image-size: must be in [16, 4096], got 1000000000"),
+    "workers -1": (["loader", "--workers", "-1"], "argument --workers: must be >= 0, got -1"),
+    "device bogus": (["aug", "--device", "bogus"], "argument --device: must be cpu, cuda or cuda:N, got 'bogus'"),
+    "out a file": (["aug", "--out", "{afile}"], "--out {afile}: is a file, not a folder"),
+    "out under a file": (["aug", "--out", "{afile}/run"], "--out {afile}/run: cannot create the folder"),
+    "data count 0": (["data", "--count", "0", "--out", "{new}"], "argument --count: must be >= 1, got 0"),
+    "data out not empty": (["data", "--out", "{full}"], "--out {full}: is not empty and is not a benchmark set"),
+    "data out a file": (["data", "--out", "{afile}"], "--out {afile}: is a file, not a folder"),
+    "data an empty folder": (["aug", "--data", "{empty}"], "--data {empty}: no class folder with files in it"),
+    "data missing": (["loader", "--data", "{missing}"], "--data {missing}: not a folder"),
+    "collect missing": (["report", "--collect", "{missing}"], "--collect {missing}: no results.json there"),
+    "readme missing": (["report", "--readme", "{missing}"], "--readme {missing}: no such file"),
+    "no command": ([], "the following arguments are required: command"),
+    "unknown flag": (["aug", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+}
+
+
+@pytest.mark.parametrize("case", list(BAD_ARGUMENTS))
+def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, case):
+    arguments, fragment = BAD_ARGUMENTS[case]
+    (tmp_path / "afile").write_text("a file where a folder should go")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "mine.txt").write_text("keep me")
+    places = {name: str(tmp_path / name) for name in ("afile", "empty", "full", "missing", "new")}
+    argv = [part.format(**places) for part in arguments]
+    if argv and argv[0] in ("aug", "loader", "train", "all") and "--out" not in argv:
+        argv += ["--out", str(tmp_path / "out")]
+    if argv and argv[0] == "report":
+        argv += ["--results-dir", str(tmp_path / "results")]
+    assert main(argv) == 2
+    captured = capsys.readouterr()
+    assert captured.err.startswith("python -m benchmarks") and captured.err.count("\n") == 1, captured.err
+    assert f": error: {fragment.format(**places)}" in captured.err, captured.err
+    assert (tmp_path / "afile").read_text().startswith("a file") and (tmp_path / "full" / "mine.txt").exists()
+    assert not (tmp_path / "new").exists() and not (tmp_path / "results").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_exits_2_with_one_line(tmp_path, capsys):
+    assert main(["aug", "--device", "cuda", "--out", str(tmp_path / "out")]) == 2
+    assert capsys.readouterr().err.count("\n") == 1
+
+
+def test_an_out_folder_that_cannot_be_written_exits_2(tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    out.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != out and real_access(path, mode, **kw))
+    assert main(["aug", "--device", "cpu", "--out", str(out)]) == 2
+    error = capsys.readouterr().err
+    assert (
+        error
+        == f"python -m benchmarks: error: --out {out}: cannot write in this folder (read-only file system or no permission)\n"
+    )

@@ -204,6 +204,8 @@ def test_two_process_gloo_ddp(tinted, tmp_path):
         (["--data", "{tinted}", "--out", "{afile}"], "is a file, not a folder"),
         (["--data", "{tinted}", "--out", "{afile}/run"], "cannot create the folder"),
         (["--data", "{oneclass}"], "train/ has one class folder (warm); a classifier needs at least 2 classes"),
+        # the last partial batch is dropped in training: a batch larger than the data set would make no step
+        (["--data", "{tinted}", "--batch-size", "100"], "--batch-size 100 is more than the 48 training images"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tinted, tmp_path, capsys, arguments, fragment):
@@ -227,6 +229,7 @@ def test_bad_arguments_exit_2_with_one_line(tinted, tmp_path, capsys, arguments,
         "oneclass": oneclass,
     }
     common = ["--out", str(tmp_path / "out"), "--quiet", "--workers", "0", "--loader", "torch", "--weights", "none"]
+    common += ["--batch-size", "16"]  # one full batch of the small sets at least: the last partial batch is dropped
     assert main(common + [part.format(**places) for part in arguments]) == 2  # the case's flags last: they win
     error = capsys.readouterr().err
     assert error.startswith("error:") and error.count("\n") == 1 and fragment in error, error
@@ -253,7 +256,8 @@ def test_offline_without_cached_weights_names_the_cache(tinted, tmp_path, capsys
         raise OSError("network is unreachable")
 
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
-    assert main(["--data", str(tinted), "--weights", "DEFAULT", "--out", str(tmp_path / "out"), "--quiet"]) == 2
+    argv = ["--data", str(tinted), "--weights", "DEFAULT", "--batch-size", "16", "--out", str(tmp_path / "out"), "--quiet"]
+    assert main(argv) == 2
     error = capsys.readouterr().err
     assert str(tmp_path / "torch-home") in error and "--weights PATH" in error and "--weights none" in error
     assert error.count("\n") == 1
@@ -351,6 +355,17 @@ DAMAGES = {
         "config.json",
         lambda data: json.dumps({**json.loads(data), "epochs": "three"}).encode(),
         "--epochs must be of type int, got 'three'",
+    ),
+    "metrics not rows": (
+        "checkpoint.pt",
+        lambda data: _saved({**_loaded(data), "metrics": [1, 2, "x"]}),
+        "holds invalid metrics (a row is a int, not a dict: 1)",
+    ),
+    "metrics not a list": ("checkpoint.pt", lambda data: _saved({**_loaded(data), "metrics": "x"}), "holds invalid metrics"),
+    "metrics without numbers": (
+        "checkpoint.pt",
+        lambda data: _saved({**_loaded(data), "metrics": [{"epoch": 1, "train_loss": "x"}]}),
+        "epoch 1's train_loss is 'x', not a number",
     ),
     "config bad value": (
         "config.json",
@@ -492,3 +507,131 @@ def test_save_checkpoint_reports_the_kernels_enospc(tmp_path, monkeypatch):
     with pytest.raises(train.RunError, match="No space left on device; the previous checkpoint.pt is kept"):
         train.save_checkpoint(tmp_path / "checkpoint.pt", {"weights": torch.zeros(100_000)})
     assert (tmp_path / "checkpoint.pt").read_bytes() == b"the previous checkpoint"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        RuntimeError("[enforce fail at inline_container.cc:603] . unexpected pos 4288 vs 4224"),
+        RuntimeError(
+            "[enforce fail at inline_container.cc:778] . PytorchStreamWriter failed writing file data/0: file write failed"
+        ),
+        OSError(errno.ENOSPC, os.strerror(errno.ENOSPC)),
+    ],
+    ids=["unexpected pos", "file write failed", "ENOSPC"],
+)
+def test_a_failed_torch_save_at_a_checkpoint_is_one_line_and_keeps_the_old_one(small, tmp_path, monkeypatch, capsys, failure):
+    # torch.save's zip writer turns the file's OSError(ENOSPC) into a RuntimeError("... unexpected pos ..."):
+    # before, that went through write_atomically as a 31-line traceback
+    real_save = torch.save
+
+    def disk_full(state, file, *args, **kwargs):
+        if isinstance(state, dict) and state.get("epoch") == 1:
+            file.write(b"\0" * 4096)
+            raise failure
+        return real_save(state, file, *args, **kwargs)
+
+    monkeypatch.setattr(torch, "save", disk_full)
+    folder = tmp_path / "run"
+    argv = ["--data", str(small), "--weights", "none", "--epochs", "2", "--batch-size", "4", "--image-size", "16"]
+    assert main(argv + ["--workers", "0", "--quiet", "--loader", "torch", "--out", str(folder)]) == 1
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: cannot write {folder / 'checkpoint.pt'}: ") and error.count("\n") == 1, error
+    assert "no space left" in error.lower() and "the previous checkpoint.pt is kept" in error, error
+    assert not (folder / "checkpoint.pt.tmp").exists()
+    assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] == 0
+    assert [row["epoch"] for row in metric_rows(folder)] == [1]
+
+
+def test_other_runtime_errors_in_a_write_are_not_hidden(tmp_path):
+    def broken(file):
+        raise RuntimeError("a bug of ours")
+
+    with pytest.raises(RuntimeError, match="a bug of ours"):
+        train.write_atomically(tmp_path / "file", broken)
+    assert not (tmp_path / "file.tmp").exists()
+
+
+def _read_only(monkeypatch):
+    """Every write and unlink fails as on a read-only file system (the cleanup's unlink included)."""
+
+    def refuse(*args, **kwargs):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(train, "open", refuse, raising=False)
+    monkeypatch.setattr(Path, "unlink", refuse)
+
+
+def test_a_write_on_a_read_only_file_system_is_one_error_not_the_cleanups(tmp_path, monkeypatch):
+    (tmp_path / "config.json").write_text("{}")
+    _read_only(monkeypatch)
+    with pytest.raises(train.RunError) as caught:
+        train.write_atomically(tmp_path / "config.json", lambda file: file.write(b"{}"))
+    assert (
+        str(caught.value) == f"cannot write {tmp_path / 'config.json'}: Read-only file system; the previous config.json is kept"
+    )
+
+
+@pytest.mark.parametrize("how", ["access refused", "writes refused"])
+def test_out_an_existing_folder_on_a_read_only_file_system_is_one_line(small, tmp_path, monkeypatch, capsys, how):
+    folder = tmp_path / "run"
+    folder.mkdir()
+    (folder / "metrics.jsonl").write_text("{}\n")  # an earlier run's
+    if how == "access refused":  # what os.access says on a read-only mount
+        real_access = os.access
+        monkeypatch.setattr(os, "access", lambda path, mode, **kw: Path(path) != folder and real_access(path, mode, **kw))
+    else:  # os.access said yes, every write says EROFS (and so does the cleanup's unlink)
+        _read_only(monkeypatch)
+    argv = ["--data", str(small), "--weights", "none", "--epochs", "1", "--batch-size", "4", "--image-size", "16"]
+    code = main(argv + ["--workers", "0", "--quiet", "--loader", "torch", "--out", str(folder)])
+    error = capsys.readouterr().err
+    assert code == (2 if how == "access refused" else 1)
+    assert error.startswith("error:") and error.count("\n") == 1, error
+    assert str(folder) in error and ("read-only" in error.lower()), error
+
+
+def test_a_last_training_batch_of_one_is_dropped_and_evaluation_is_complete(tmp_path, monkeypatch):
+    # 17 training images at batch 8: the last batch held one image, and BatchNorm in training mode cannot take
+    # one value per channel (layer4 is 1x1 at --image-size 32): "Expected more than 1 value per channel"
+    data = tinted_folder(tmp_path / "data", train_per_class=9, test_per_class=3)
+    (data / "train" / "warm" / "8.png").unlink()
+    evaluated = []
+    real_evaluate = train.evaluate
+
+    def counting(model, loader, runtime):
+        evaluated.append(sum(len(labels) for _, labels in loader))
+        return real_evaluate(model, loader, runtime)
+
+    monkeypatch.setattr(train, "evaluate", counting)
+    result = run(tiny(data, tmp_path / "run", epochs=1, batch_size=8, image_size=32), say=lambda *_: None)
+    assert result["train_images"] == 16 and evaluated == [6]
+
+
+def test_resume_past_the_last_epoch_says_there_is_nothing_to_do(finished_run, tmp_path, capsys):
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    checkpoint = torch.load(folder / "checkpoint.pt", weights_only=True)
+    torch.save({**checkpoint, "epoch": 10**6}, folder / "checkpoint.pt")
+    assert main(["--resume", str(folder), "--epochs", "2", "--quiet"]) == 0
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out.count("\n") == 1, captured
+    assert captured.out.startswith("nothing to do:") and "after epoch 1000001 and --epochs is 2" in captured.out
+    assert metric_rows(folder) == metric_rows(finished_run)
+
+
+@pytest.mark.parametrize(
+    "removed,fragment",
+    [
+        (["checkpoint.pt"], "no checkpoint.pt there, only config.json (the run stopped before its first checkpoint)"),
+        (["config.json"], "no config.json there"),
+        (["checkpoint.pt", "config.json"], "no checkpoint.pt and no config.json there"),
+    ],
+)
+def test_resume_says_exactly_what_is_missing(finished_run, tmp_path, capsys, removed, fragment):
+    folder = tmp_path / "run"
+    shutil.copytree(finished_run, folder)
+    for name in removed:
+        (folder / name).unlink()
+    assert main(["--resume", str(folder), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith(f"error: --resume {folder}: ") and error.count("\n") == 1 and fragment in error, error
