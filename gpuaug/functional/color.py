@@ -292,7 +292,9 @@ def fused_color_normalize(
     (``c x + (1 - c) mean(luma(x))``), grayscale and a YIQ hue rotation are all affine in RGB and
     commute with each other, so per image they compose to one 3x3 matrix plus an offset; the
     normalisation folds into the same affine and the final clamp to [0, 1] becomes a per-channel
-    clamp in normalised units. One batched matmul over the pixels then does all of it. With both
+    clamp in normalised units. That clamp is torchvision's after a colour op: without one (a cast,
+    grayscale and normalisation alone) float input keeps its range, as ``Normalize`` keeps it. One
+    batched matmul over the pixels then does all of it. With both
     a jitter and a grayscale mask, the jitter is clamped to [0, 1] before the grayscale (a second
     matmul), since mixing unclipped channels into gray multiplied the error several times.
 
@@ -344,7 +346,12 @@ def fused_color_normalize(
     gray = None
     if grayscale_mask is not None:
         gray = torch.where(grayscale_mask.to(device=device, dtype=torch.bool).view(-1, 1, 1), luma_matrix, identity)
-    two_pass = gray is not None and any(value is not None for value in (brightness, contrast, saturation, hue))
+    jittered = any(value is not None for value in (brightness, contrast, saturation, hue))
+    two_pass = gray is not None and jittered
+    # Clamp to [0, 1] (in normalised units) only where torchvision's ops clamp: after a colour op.
+    # Float input outside [0, 1] is normalised as it is (ToDtype(scale=False), float datasets); uint8
+    # input is in range anyway (the clamp only guards rounding).
+    clamp = jittered or images.dtype == torch.uint8
     scale = 1.0 / 255.0 if images.dtype == torch.uint8 else 1.0
 
     out = torch.empty((batch, 3, height * width), dtype=dtype, device=device)
@@ -373,8 +380,9 @@ def fused_color_normalize(
         offset = shift.expand(matrix.shape[0], 3, 1) if offset is None else offset * inverse_std + shift
         target = out[part] if dtype == torch.float32 else None
         result = torch.baddbmm(offset, matrix, values, out=target)  # [b, 3, HW]
-        for channel, (low, high) in enumerate(bounds):
-            result[:, channel].clamp_(low, high)
+        if clamp:
+            for channel, (low, high) in enumerate(bounds):
+                result[:, channel].clamp_(low, high)
         if target is None:
             out[part] = result
     return out.view(batch, 3, height, width)

@@ -78,12 +78,10 @@ class PackedBatch:
             if min(min(size) for size in self.sizes) < 1:
                 raise ValueError(f"PackedBatch images must be at least 1x1, got sizes {self.sizes}")
             # Every element of every image must lie inside data (the kernels read it unchecked).
-            lowest = self.offsets + (self.strides.clamp(max=0) * _extents(self)).sum(1)
-            highest = self.offsets + (self.strides.clamp(min=0) * _extents(self)).sum(1)
-            if int(lowest.min()) < 0 or int(highest.max()) >= self.data.numel():
+            lowest, highest = _reach(self)
+            if lowest < 0 or highest >= self.data.numel():
                 raise ValueError(
-                    f"PackedBatch images reach outside data ({self.data.numel()} elements): "
-                    f"element range [{int(lowest.min())}, {int(highest.max())}]"
+                    f"PackedBatch images reach outside data ({self.data.numel()} elements): element range [{lowest}, {highest}]"
                 )
 
     # -- construction --------------------------------------------------------------------------
@@ -227,9 +225,24 @@ class PackedBatch:
         return f"PackedBatch(images={len(self)}, elements={self.data.numel()}, device={self.device})"
 
 
-def _extents(batch: PackedBatch) -> Tensor:
-    """``[B, 3]`` largest index along (channel, row, column) of each image."""
-    return torch.stack([torch.full_like(batch.heights, 2), batch.heights - 1, batch.widths - 1], 1)
+def _reach(batch: PackedBatch) -> tuple[int, int]:
+    """The lowest and highest element of ``data`` any image reaches, exactly (no int64 overflow).
+
+    Offsets, strides and extents below 2**30 keep int64 sums below 2**62 (vectorised); larger values
+    (only a corrupt description has them) are summed as Python integers.
+    """
+    extents = torch.stack([torch.full_like(batch.heights, 2), batch.heights - 1, batch.widths - 1], 1)
+    limit = 2**30
+    if all(bool(((t > -limit) & (t < limit)).all()) for t in (batch.offsets, batch.strides, extents)):
+        low = batch.offsets + (batch.strides.clamp(max=0) * extents).sum(1)
+        high = batch.offsets + (batch.strides.clamp(min=0) * extents).sum(1)
+        return int(low.min()), int(high.max())
+    rows = zip(batch.offsets.tolist(), batch.strides.tolist(), extents.tolist())
+    reach = [
+        (offset + sum(min(s, 0) * e for s, e in zip(strides, ext)), offset + sum(max(s, 0) * e for s, e in zip(strides, ext)))
+        for offset, strides, ext in rows
+    ]
+    return min(low for low, _ in reach), max(high for _, high in reach)
 
 
 def _describe(value: object) -> str:

@@ -16,6 +16,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import os
 import stat
 from collections.abc import Callable, Sequence
@@ -26,12 +27,29 @@ from torchvision.datasets.folder import IMG_EXTENSIONS, find_classes, make_datas
 
 from gpuaug.io.decode import DecodeError
 
-__all__ = ["DEFAULT_MAX_BYTES", "IMG_EXTENSIONS", "FileList", "ImageFolder", "read_bytes"]
+__all__ = ["DEFAULT_MAX_BYTES", "IMG_EXTENSIONS", "FileList", "ImageFolder", "MemberPath", "read_bytes"]
 
 
 # The largest file the pixel limit can need: an uncompressed RGBA image of DEFAULT_MAX_PIXELS
 # pixels is 716 MB (a BMP or TIFF); compressed formats are far smaller.
 DEFAULT_MAX_BYTES = 1 << 30
+
+
+class MemberPath(str):
+    """A path naming a member of a container (a tar shard): :func:`read_bytes` asks it to ``read`` itself.
+
+    A container source (``gpuaug.io.shards.WebDataset``) puts these in its ``samples``, so the
+    workers' one read path (``read_bytes(path)``) reads a member by offset. It pickles as a plain
+    ``str`` (the name that errors and ``stats.skipped_paths`` show).
+    """
+
+    __slots__ = ()
+
+    def read(self, max_bytes: int | None) -> bytes:  # pragma: no cover - containers override it
+        raise NotImplementedError
+
+    def __reduce__(self) -> tuple:
+        return (str, (str(self),))
 
 
 def read_bytes(path: str, max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
@@ -54,6 +72,8 @@ def read_bytes(path: str, max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
         Traceback (most recent call last):
         gpuaug.io.decode.DecodeError: cannot decode /dev/zero: not a regular file (a character device)
     """
+    if isinstance(path, MemberPath):
+        return path.read(max_bytes)
     try:
         descriptor = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
     except OSError as error:
@@ -92,7 +112,7 @@ class FileList(Dataset):
     """A list of ``(path, label)`` as a byte source: ``source[i] == (bytes, label)``.
 
     Args:
-        samples: ``(path, label)`` pairs; labels are ints.
+        samples: ``(path, label)`` pairs; labels are integers (Python or numpy).
     """
 
     def __init__(self, samples: Sequence[tuple[str | os.PathLike, int]]) -> None:
@@ -101,7 +121,7 @@ class FileList(Dataset):
             if not isinstance(sample, (tuple, list)) or len(sample) != 2:
                 raise ValueError(f"sample {position} must be a (path, label) pair, got {sample!r}")
             path, label = sample
-            if not isinstance(path, (str, os.PathLike)) or isinstance(label, bool) or not isinstance(label, int):
+            if not isinstance(path, (str, os.PathLike)) or isinstance(label, bool) or not isinstance(label, numbers.Integral):
                 raise ValueError(f"sample {position} must be (path: str, label: int), got {sample!r}")
             checked.append((os.fspath(path), int(label)))
         self.samples = checked

@@ -380,6 +380,8 @@ class GPULoader:
         self.stats = LoaderStats()
         self._epoch: int | None = None
         self._iterations = 0
+        self._generation = 0  # persistent workers: the one live iteration (a new iter() supersedes the last)
+        self._running: Producer | None = None
 
         resolved = resolve_dataset(dataset)
         source, files, load_item, dataset_transform, target_transform = (
@@ -472,6 +474,11 @@ class GPULoader:
         pin = self.pin_memory and self.device.type == "cpu" and torch.cuda.is_available()
         host_iterator, producer = None, None
         persistent = self.persistent_workers and self.num_workers > 0
+        if persistent:  # one set of workers: stop the previous iteration's producer before resetting them
+            self._generation += 1
+            generation = self._generation
+            if self._running is not None:
+                self._running.close()
 
         def let_workers_go() -> None:  # after the producer stopped; persistent workers serve the next epoch
             shutdown = getattr(host_iterator, "_shutdown_workers", None)
@@ -499,8 +506,15 @@ class GPULoader:
                 wake=wake_producer,
                 stream=self._stream,
             )
+            if persistent:
+                self._running = producer
             batches = iter(producer)
             while True:
+                if persistent and self._generation != generation:
+                    raise RuntimeError(
+                        "this GPULoader iterator was superseded: with persistent_workers=True a new iter(loader) "
+                        "takes over the one set of workers and starts a new epoch; iterate the newest iterator"
+                    )
                 waited = time.perf_counter()
                 try:
                     images, labels, event = next(batches)

@@ -23,6 +23,7 @@ Example:
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -61,6 +62,28 @@ class WorkerOptions:
         if not self.reduced_decode or header.format != "jpeg":
             return 1
         return next((factor for factor in (8, 4, 2) if factor <= limit), 1)
+
+
+def as_label(value: Any, where: str) -> int:
+    """An integer class label (int, numpy integer, or a one-element integer tensor or array) as an int.
+
+    Raises:
+        TypeError: naming ``where`` for anything else (a float, a string, a multi-label or one-hot
+            tensor): a label is never silently rounded.
+
+    Example:
+        >>> as_label(np.int64(3), "item 0"), as_label(torch.tensor([2]), "item 1")
+        (3, 2)
+    """
+    if isinstance(value, np.ndarray) and value.size == 1 and np.issubdtype(value.dtype, np.integer):
+        value = value.reshape(()).item()
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not (value.is_floating_point() or value.is_complex()):
+        value = value.reshape(()).item()
+    if isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        return int(value)
+    array = isinstance(value, (torch.Tensor, np.ndarray))
+    shown = f"a tensor of shape {tuple(value.shape)} ({value.dtype})" if array else repr(value)
+    raise TypeError(f"{where}: the label must be an integer class index, got {shown}")
 
 
 def to_rgb_tensor(item: Any, index: int) -> torch.Tensor:
@@ -135,8 +158,8 @@ class WorkerSide(Dataset):
     def __getitem__(self, key: tuple[int, int]) -> HostBatch:
         return self.__getitems__([key])
 
-    def _label(self, label: Any) -> int:
-        return int(self.target_transform(label) if self.target_transform is not None else label)
+    def _label(self, label: Any, where: str) -> int:
+        return as_label(self.target_transform(label) if self.target_transform is not None else label, where)
 
     def _fetch(self, index: int) -> tuple[str, int, tuple[bytes, ImageHeader] | torch.Tensor]:
         """``(path, label, payload)``: the file's bytes and header, or a map-style item as a tensor.
@@ -149,9 +172,9 @@ class WorkerSide(Dataset):
             path, label = self.source.samples[index]
             data = read_bytes(path, max_bytes=options.max_file_bytes)
             header = read_header(data, path, options.exif_orientation, max_pixels=options.max_pixels)
-            return path, self._label(label), (data, header)
+            return path, self._label(label, path), (data, header)
         item, label = self.load_item(index)
-        return f"<item {index}>", self._label(label), to_rgb_tensor(item, index)
+        return f"<item {index}>", self._label(label, f"dataset item {index}"), to_rgb_tensor(item, index)
 
     def _decode(self, data: bytes, header: ImageHeader, path: str, reduce: int) -> torch.Tensor:
         options = self.options

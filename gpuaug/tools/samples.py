@@ -12,6 +12,7 @@ Example:
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Sequence
 
 import numpy as np
@@ -47,6 +48,12 @@ def resolve_image(spec: str) -> Image.Image:
     """
     if spec.startswith("skimage:"):
         return load_photo(spec.split(":", 1)[1])
+    try:
+        mode = os.stat(spec).st_mode
+    except OSError as error:
+        raise ValueError(f"cannot read image {spec}: {error.strerror or error}") from None
+    if not stat.S_ISREG(mode):  # a FIFO or a device would block the read
+        raise ValueError(f"cannot read image {spec}: not a regular file")
     try:
         with Image.open(spec) as image:
             return image.convert("RGB")
