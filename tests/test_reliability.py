@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -151,3 +152,101 @@ def test_a_second_iter_with_persistent_workers(old_first):
     with pytest.raises(RuntimeError, match="superseded"):
         next(first)
     assert [labels.tolist() for _, labels in loader] == [[0, 1], [2, 3], [4, 5], [6, 7]]  # and the loader goes on
+
+
+# -- #7: a GPU decode never gets memory that queued kernels still read -----------------------------
+@pytest.mark.cuda
+@pytest.mark.parametrize("decoder_name", ["nvjpeg", "nvimgcodec"])
+def test_gpu_decode_waits_for_queued_work_on_freed_memory(corpus, decoder_name):
+    """The upstream harness's shape (torchvision PR 9606): queue long work reading tensors, free them,
+    decode, check both. Without ``wait_for_queued_work`` the decoder may write into the freed blocks."""
+    from gpuaug.io.decoders import NvImageCodecDecoder, NvJpegDecoder
+
+    device = torch.device("cuda")
+    decoder = NvJpegDecoder(device) if decoder_name == "nvjpeg" else NvImageCodecDecoder(device)
+    paths = [str(path) for path in sorted(corpus.rglob("*.jpg"))[:16]]
+    files = [torch.frombuffer(bytearray(Path(path).read_bytes()), dtype=torch.uint8).pin_memory() for path in paths]
+    reference = [image.clone() for image in decoder.decode(files, paths, [None] * len(files), None).images]
+    torch.cuda.synchronize()
+    for _ in range(20):
+        inputs = [torch.randint(0, 256, tuple(image.shape), dtype=torch.uint8, device=device) for image in reference]
+        expected = [image.float().sum() for image in inputs]
+        sums = []
+        for image in inputs:  # long work reading the inputs, queued on the current stream
+            work = image.float()
+            for _ in range(30):
+                work = work * 1.0
+            sums.append(work.sum())
+        del inputs, work  # their blocks go back to the allocator while the kernels are still queued
+        decoded = decoder.decode(files, paths, [None] * len(files), None).images
+        torch.cuda.synchronize()
+        assert all(torch.equal(got, want) for got, want in zip(decoded, reference))
+        assert all(torch.equal(got, want) for got, want in zip(sums, expected))
+
+
+# -- #14: Kornia in a pipeline gives the same batches on every path --------------------------------
+def test_kornia_pipelines_give_the_same_batches_from_workers_and_device_stage(corpus):
+    import kornia.augmentation as K
+
+    files = [(str(path), 0) for path in sorted(corpus.rglob("*.jpg"))[:16]]
+
+    def batches(**options):
+        transform = ga.Compose([ga.RandomResizedCrop(24), K.RandomAffine(60, p=1.0)])
+        loader = ga.GPULoader(
+            files, batch_size=8, transform=transform, device="cpu", generator=torch.Generator().manual_seed(3), **options
+        )
+        return [images for images, _ in loader]
+
+    workers = batches(augment_in="workers", reduced_decode=False)
+    for other in (batches(augment_in="device", reduced_decode=False), batches(decode="nvimgcodec")):
+        assert all(torch.allclose(a, b, atol=2e-6) for a, b in zip(workers, other))
+
+
+# -- #15: params that do not fit the input are refused ---------------------------------------------
+def test_replayed_params_must_fit_the_images():
+    compose = ga.Compose([ga.RandomResizedCrop(8), ga.RandomHorizontalFlip()])
+    images = torch.rand(3, 3, 40, 50)
+    params = compose.make_params(images, torch.Generator().manual_seed(0))
+    assert compose(images, params=params).shape == (3, 3, 8, 8)
+    for other, match in ((torch.rand(5, 3, 40, 50), "drawn for 3 images"), (torch.rand(2, 3, 40, 50), "drawn for 3 images")):
+        with pytest.raises(ValueError, match=match):
+            compose(other, params=params)
+    with pytest.raises(ValueError, match=r"params\['boxes'\]\[\d\] = .* does not fit image"):
+        compose(torch.rand(3, 3, 4, 5), params=params)
+
+
+# -- #16: only torchvision's own classes convert --------------------------------------------------
+def test_subclasses_of_torchvision_transforms_are_refused():
+    class MirrorNothing(v2.RandomHorizontalFlip):
+        def forward(self, *inputs):
+            return inputs[0]
+
+    with pytest.raises(ValueError, match="MirrorNothing .*only torchvision's own classes convert"):
+        ga.from_torchvision(v2.Compose([MirrorNothing(), v2.ToDtype(torch.float32, scale=True)]))
+
+
+# -- #17, #20: an item with no pixels is named; an item with requires_grad is detached --------------
+def test_an_item_with_no_pixels_names_the_item():
+    class Empty(_Items):
+        def __getitem__(self, index):
+            return torch.zeros(3, 0, 5) if index == 1 else torch.zeros(3, 4, 5), index
+
+    for augment_in in ("workers", "device"):
+        loader = ga.GPULoader(
+            Empty(), batch_size=4, transform=ga.Compose([ga.CenterCrop(4)]), device="cpu", augment_in=augment_in
+        )
+        with pytest.raises(ValueError, match=r"dataset item 1: an image with no pixels \(shape \(3, 0, 5\)\)"):
+            next(iter(loader))
+
+
+def test_items_that_require_grad_are_detached():
+    class Leaves(_Items):
+        def __getitem__(self, index):
+            return torch.rand(3, 6, 6, requires_grad=True), index
+
+    for augment_in in ("workers", "device"):
+        loader = ga.GPULoader(
+            Leaves(), batch_size=4, transform=ga.Compose([ga.RandomResizedCrop(4)]), device="cpu", augment_in=augment_in
+        )
+        images, _ = next(iter(loader))
+        assert images.shape == (4, 3, 4, 4) and not images.requires_grad

@@ -57,6 +57,8 @@ def _convert_one(transform: Any) -> list[T.Transform]:
     name = type(transform).__name__
     if isinstance(transform, T.Transform):
         return [transform]
+    if not type(transform).__module__.startswith("torchvision."):  # issue 18 #16: a subclass may change what it does
+        raise _Unsupported(f"{name} (from {type(transform).__module__}; only torchvision's own classes convert, not subclasses)")
     if isinstance(transform, (v1.RandomHorizontalFlip, v2.RandomHorizontalFlip)):
         return [T.RandomHorizontalFlip(transform.p)]
     if isinstance(transform, (v1.RandomVerticalFlip, v2.RandomVerticalFlip)):

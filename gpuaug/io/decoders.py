@@ -59,6 +59,21 @@ class Decoder(Protocol):
         ...
 
 
+def wait_for_queued_work(device: torch.device) -> None:
+    """Before a GPU decode, wait (in the calling thread: the loader's producer) for the work queued on the
+    current stream.
+
+    torchvision's CUDA ``decode_jpeg`` decodes on a private stream not ordered against the caller's,
+    into memory the caching allocator may hand out from blocks just freed on the caller's stream
+    while queued kernels still read them (torchvision PR 9606; torchcodec PR 1634: 134 of 200
+    iterations corrupted on H100s). The previous batch's kernels freed their inputs and
+    intermediates that way; after this wait nothing queued can still read a block the decoder gets.
+    The training thread never waits here.
+    """
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+
+
 def device_takes(header: ImageHeader, exif_orientation: bool = False, progressive: bool = True) -> bool:
     """Whether a GPU decoder gives what PIL's ``convert("RGB")`` gives for this file: a whole grey or
     YCbCr JPEG (CMYK/YCCK, truncated files, other formats and, when EXIF orientation is applied,
@@ -89,6 +104,7 @@ class NvJpegDecoder:
     def decode(
         self, files: Sequence[Tensor], paths: Sequence[str], headers: Sequence[ImageHeader], regions: Tensor | None
     ) -> Decoded:
+        wait_for_queued_work(self.device)
         results = decode_jpegs_cuda(list(files), list(paths), self.device)
         refused = [position for position, result in enumerate(results) if isinstance(result, DecodeError)]
         decoded = Decoded(results)  # no refusals: the list as it came
@@ -125,6 +141,7 @@ class NvImageCodecDecoder:
     def decode(
         self, files: Sequence[Tensor], paths: Sequence[str], headers: Sequence[ImageHeader], regions: Tensor | None
     ) -> Decoded:
+        wait_for_queued_work(self._decoder.device)
         results = self._decoder.decode(files, paths, regions=regions if self.regions else None, headers=headers)
         failed = [(position, result) for position, result in enumerate(results) if isinstance(result, DecodeError)]
         images = results if not failed else [None if isinstance(result, DecodeError) else result for result in results]

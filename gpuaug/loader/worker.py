@@ -104,9 +104,11 @@ def to_rgb_tensor(item: Any, index: int) -> torch.Tensor:
             raise TypeError(f"dataset item {index}: expected an image tensor [C, H, W], C in 1, 3, 4, got {tuple(item.shape)}")
         if item.dtype != torch.uint8 and not item.is_floating_point():
             raise TypeError(f"dataset item {index}: expected a uint8 or float image tensor, got {item.dtype}")
+        if 0 in item.shape:
+            raise ValueError(f"dataset item {index}: an image with no pixels (shape {tuple(item.shape)})")
         if item.shape[0] == 1:
             item = item.expand(3, -1, -1)
-        return item[:3]
+        return item[:3].detach()  # the loader produces data, not graphs (an item with requires_grad)
     raise TypeError(
         f"dataset item {index}: expected (PIL image | uint8 tensor [C, H, W] | HWC uint8 array, label), got {type(item).__name__}"
     )
@@ -295,8 +297,9 @@ class WorkerSide(Dataset):
         out, pieces, uniform = None, [], True
         # A few images at a time: every intermediate stays small and in cache, and fresh
         # batch-sized buffers (page faults on each) are avoided.
-        for first in range(0, len(decoded), _WORKER_GROUP):
-            rows = slice(first, first + _WORKER_GROUP)
+        step = len(decoded) if self.pipeline.batch_coupled else _WORKER_GROUP  # Kornia: one call per batch, as the stage
+        for first in range(0, len(decoded), step):
+            rows = slice(first, first + step)
             group = decoded[rows] if self.pipeline.accepts_list else torch.stack(decoded[rows])
             result = self.pipeline.apply(group, {key: value[rows] for key, value in params.items()})
             pieces.append(result)

@@ -198,6 +198,9 @@ class Transform:
     runs on its own). A transform with a role implements ``contribute``."""
     fixed_output = False
     """Whether a geometric transform gives every image the same size, whatever the input sizes."""
+    batch_coupled = False
+    """Whether an image's result depends on the rest of the call (a Kornia module seeded per call): such a
+    pipeline is applied to whole batches only (the CPU loader's workers do not split it into groups)."""
 
     def __call__(self, images: Images, params: Params | None = None, generator: torch.Generator | None = None) -> Tensor:
         single = isinstance(images, Tensor) and images.ndim == 3
@@ -208,8 +211,20 @@ class Transform:
             return _empty_output(self, batch)
         if params is None:
             params = self.make_params(batch, generator)
+        else:
+            self.check_params(BatchInfo.of(batch), params)
         out = F.as_batch(self.apply(batch, params))
         return out[0] if single else out
+
+    def check_params(self, info: BatchInfo, params: Params) -> None:
+        """A ``ValueError`` when given ``params`` do not fit the batch (a replay on other images)."""
+        for name, value in params.items():
+            rows = value.shape[0] if isinstance(value, Tensor) and value.ndim else None
+            if isinstance(value, Tensor) and rows != info.batch:
+                raise ValueError(
+                    f"{type(self).__name__}: params[{name!r}] were drawn for {rows} images, not this batch of {info.batch}; "
+                    "replay params on the images they were drawn for, or draw new ones (params=None)"
+                )
 
     def make_params(self, images: Images, generator: torch.Generator | None = None) -> Params:
         """Per-image parameters (``[B, ...]`` tensors on the images' device) for ``apply``.

@@ -83,6 +83,7 @@ class Compose(Transform):
         self.backend = backend
         self.plan = Plan.of([t.fusion for t in self.transforms], [t.fixed_output for t in self.transforms], self.fuse)
         self.accepts_list = bool(self.transforms) and self.transforms[0].accepts_list
+        self.batch_coupled = any(t.batch_coupled for t in self.transforms)
 
     def then(self, *more: Transform) -> Compose:
         """These transforms followed by ``more``, with the same settings (``fuse``, ``backend``).
@@ -102,6 +103,11 @@ class Compose(Transform):
                 params[f"{index}.{name}"] = value
             info = transform.output_sizes(info)
         return params
+
+    def check_params(self, info: BatchInfo, params: Params) -> None:
+        for transform, own in zip(self.transforms, self.split(params)):
+            transform.check_params(info, own)
+            info = transform.output_sizes(info)
 
     def output_sizes(self, info: BatchInfo) -> BatchInfo:
         for transform in self.transforms:
@@ -128,6 +134,8 @@ class Compose(Transform):
                 raise ValueError("Compose got an empty PackedBatch")
             if params is None:
                 params = self.make_params(images, generator)
+            else:
+                self.check_params(BatchInfo.of(images), params)
             return self.apply(images, params)
         return super().__call__(images, params, generator)
 

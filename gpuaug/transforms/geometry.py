@@ -195,6 +195,18 @@ class RandomResizedCrop(Transform):
     def rebase(self, params: Params, to_decoded: Callable[[Tensor], Tensor]) -> Params:
         return {**params, "boxes": to_decoded(params["boxes"])}
 
+    def check_params(self, info: BatchInfo, params: Params) -> None:
+        super().check_params(info, params)
+        boxes = params["boxes"].cpu()  # a replay's check (one small read), never on the loader's path
+        sizes = torch.tensor(info.sizes, dtype=torch.int64).view(-1, 2)
+        outside = (boxes[:, :2] < 0) | (boxes[:, 2:] < 1) | (boxes[:, :2] + boxes[:, 2:] > sizes)
+        if outside.any():
+            row = int(outside.any(1).nonzero()[0])
+            raise ValueError(
+                f"RandomResizedCrop: params['boxes'][{row}] = {boxes[row].tolist()} does not fit image {row} of size "
+                f"{info.sizes[row]}; replay params on the images they were drawn for"
+            )
+
     def describe(self) -> dict[str, Any]:
         return {"size": self.size, "scale": self.scale, "ratio": self.ratio, "antialias": self.antialias}
 

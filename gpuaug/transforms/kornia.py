@@ -105,6 +105,8 @@ class KorniaTransform(Transform):
         torch.Size([4, 3, 32, 32])
     """
 
+    batch_coupled = True  # seeded per call: applied to whole batches
+
     def __init__(self, module: nn.Module) -> None:
         if isinstance(module, Transform) or not isinstance(module, nn.Module):
             raise ValueError(
