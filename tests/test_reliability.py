@@ -250,3 +250,21 @@ def test_items_that_require_grad_are_detached():
         )
         images, _ = next(iter(loader))
         assert images.shape == (4, 3, 4, 4) and not images.requires_grad
+
+
+# -- low: a numpy CHW item's error shows its own shape; an empty batch from a batch sampler is refused --
+def test_a_numpy_chw_item_is_named_with_its_own_shape():
+    class Chw(_Items):
+        def __getitem__(self, index):
+            return np.zeros((3, 6, 7), dtype=np.uint8), index
+
+    loader = ga.GPULoader(Chw(), batch_size=2, transform=ga.Compose([ga.CenterCrop(4)]), device="cpu")
+    with pytest.raises(TypeError, match=r"dataset item 0: expected an HWC image array .* got shape \(3, 6, 7\)"):
+        next(iter(loader))
+
+
+def test_an_empty_batch_from_a_batch_sampler_is_refused():
+    loader = ga.GPULoader(_Items(), batch_sampler=[[0, 1], [], [2, 3]], transform=ga.Compose([ga.CenterCrop(4)]), device="cpu")
+    assert len(loader) == 3
+    with pytest.raises(ValueError, match=r"empty batch \(batch 1\)"):
+        list(loader)

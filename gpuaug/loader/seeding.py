@@ -60,7 +60,9 @@ class SeededBatches(Sampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         seed = self.epoch_seed
-        for batch in self.batch_sampler:
+        for number, batch in enumerate(self.batch_sampler):
+            if len(batch) == 0:  # it would silently vanish (len() would count it)
+                raise ValueError(f"the batch sampler yielded an empty batch (batch {number}); every batch needs an index")
             yield [(int(index), seed) for index in batch]
 
     def __len__(self) -> int:

@@ -94,8 +94,10 @@ def to_rgb_tensor(item: Any, index: int) -> torch.Tensor:
     if isinstance(item, np.ndarray):
         if item.ndim == 2:
             item = item[:, :, None]
-        if item.ndim != 3:
-            raise TypeError(f"dataset item {index}: expected an HWC image array, got shape {item.shape}")
+        if item.ndim != 3 or item.shape[2] not in (1, 3, 4):
+            raise TypeError(
+                f"dataset item {index}: expected an HWC image array (H, W, C with C in 1, 3, 4), got shape {item.shape}"
+            )
         item = torch.from_numpy(np.array(item, copy=True)).permute(2, 0, 1)
     if isinstance(item, torch.Tensor):
         if item.ndim == 2:
