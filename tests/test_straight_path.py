@@ -71,3 +71,29 @@ def test_stats_add_the_workers_time(workers):
     assert sum(len(labels) for _, labels in loader) == 6
     assert loader.stats.decode_seconds >= 6 * 0.05  # every item slept 50 ms while its worker loaded it
     assert loader.stats.augment_seconds >= 2 * 0.02  # each batch's pipeline ran in a worker
+
+
+@pytest.mark.parametrize("decode", ["cpu", "nvimgcodec"])
+def test_a_batch_reaches_the_pipeline_packed_once(files, monkeypatch, decode):
+    """The workers' PackedBatch (decode="cpu": they decode every file) reaches the pipeline as it is, the
+    same buffer; device-decoded files arrive packed too (one PackedBatch in row order), never as a list."""
+    seen = []
+    real_apply = ga.Compose.apply
+
+    def spy(self, images, params):
+        seen.append(images)
+        return real_apply(self, images, params)
+
+    monkeypatch.setattr(ga.Compose, "apply", spy)
+    transform = ga.Compose([ga.RandomResizedCrop(16), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)])
+    loader = ga.GPULoader(files, batch_size=4, transform=transform, device="cpu", augment_in="device", decode=decode)
+    assert sum(len(labels) for _, labels in loader) == len(files)
+    assert seen and all(isinstance(images, ga.PackedBatch) for images in seen)
+    assert [len(images) for images in seen] == [4] * (len(files) // 4) + ([len(files) % 4] if len(files) % 4 else [])
+
+
+def test_every_compose_setting_survives_then():
+    compose = ga.Compose([ga.RandomResizedCrop(8), ga.ColorJitter(0.4), ga.Normalize([0.5], [0.5])], fuse=False, backend="torch")
+    extended = compose.then(ga.ToDtype(torch.float16))
+    assert (extended.fuse, extended.backend, extended.plan.prefix) == (False, "torch", 0)
+    assert extended.transforms[:3] == compose.transforms and extended.transforms[3].dtype == torch.float16
