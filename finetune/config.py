@@ -17,6 +17,8 @@ MODELS = ("resnet18", "resnet34", "resnet50")
 LOADERS = ("gpu", "dali", "torch")
 SCHEDULES = ("none", "cosine", "step")
 AMP_MODES = ("auto", "bf16", "fp16", "off")
+AUTO_AUGMENTS = ("none", "trivialaugment", "randaugment", "autoaugment")
+MIX_MODES = ("batch", "pair", "elem")
 
 
 def _help(text: str, **extra) -> dict:
@@ -54,6 +56,19 @@ class Config:
     channels_last: bool = field(default=True, metadata=_help("channels-last memory format for images and model"))
     compile: bool = field(default=False, metadata=_help("torch.compile the model"))
     seed: int = field(default=0, metadata=_help("seed of the model's new layer, the data order and the augmentations"))
+    auto_augment: str = field(
+        default="none",
+        metadata=_help(f"per-image augmentation policy after the flip: {', '.join(AUTO_AUGMENTS)} (torchvision's defaults)"),
+    )
+    random_erasing: float = field(default=0.0, metadata=_help("RandomErasing probability per image, after Normalize (0: off)"))
+    mixup: float = field(default=0.0, metadata=_help("MixUp alpha (0: off); with --cutmix too, each draw picks one (switch 0.5)"))
+    cutmix: float = field(default=0.0, metadata=_help("CutMix alpha (0: off)"))
+    mix_mode: str = field(
+        default="batch", metadata=_help(f"MixUp/CutMix draws: {', '.join(MIX_MODES)} (per batch, pair or image)")
+    )
+    label_smoothing: float = field(
+        default=0.0, metadata=_help("label smoothing of the soft-target cross-entropy (accuracy uses the labels)")
+    )
     quiet: bool = field(default=False, metadata=_help("no progress bar (the one-line summary per epoch stays)"))
     out: str = field(
         default="runs/finetune", metadata=_help("output folder: config.json, metrics.jsonl, curves.png, checkpoint.pt")
@@ -138,6 +153,15 @@ def validate(config: Config) -> Config:
             f"--warmup-epochs must be a finite number >= 0, got {config.warmup_epochs}",
         ),
         (0 <= config.seed <= MAX_SEED, f"--seed must be in [0, 2**63 - 1], got {config.seed}"),
+        (
+            config.auto_augment in AUTO_AUGMENTS,
+            f"--auto-augment must be one of {', '.join(AUTO_AUGMENTS)}, got {config.auto_augment!r}",
+        ),
+        (0 <= config.random_erasing <= 1, f"--random-erasing must be a probability in [0, 1], got {config.random_erasing}"),
+        (finite(config.mixup) and config.mixup >= 0, f"--mixup must be a finite number >= 0, got {config.mixup}"),
+        (finite(config.cutmix) and config.cutmix >= 0, f"--cutmix must be a finite number >= 0, got {config.cutmix}"),
+        (config.mix_mode in MIX_MODES, f"--mix-mode must be one of {', '.join(MIX_MODES)}, got {config.mix_mode!r}"),
+        (0 <= config.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {config.label_smoothing}"),
         (config.out != "", "--out must name a folder, got an empty string"),
     ]
     for ok, message in checks:

@@ -137,7 +137,14 @@ def make_loaders(config: Config, train_dir: Path, test_dir: Path, runtime: Runti
     """Train and test loaders of the chosen kind, the same recipe and sharding for all three."""
     mean, std = ga.IMAGENET_MEAN, ga.IMAGENET_STD
     size, test_size = config.image_size, config.test_resize
-    train_transform = ga.Compose([ga.RandomResizedCrop(size), ga.RandomHorizontalFlip(), ga.Normalize(mean, std)])
+    policy = {"trivialaugment": ga.TrivialAugmentWide, "randaugment": ga.RandAugment, "autoaugment": ga.AutoAugment}.get(
+        config.auto_augment
+    )
+    policies = [policy()] if policy else []
+    erasing = [ga.RandomErasing(config.random_erasing)] if config.random_erasing > 0 else []
+    train_transform = ga.Compose(
+        [ga.RandomResizedCrop(size), ga.RandomHorizontalFlip(), *policies, ga.Normalize(mean, std), *erasing]
+    )
     test_transform = ga.Compose([ga.Resize(test_size), ga.CenterCrop(size), ga.Normalize(mean, std)])
     batch, workers, device = config.batch_size, config.workers, runtime.device
     if config.loader == "dali":
@@ -163,7 +170,10 @@ def make_loaders(config: Config, train_dir: Path, test_dir: Path, runtime: Runti
 
         train_set = datasets.ImageFolder(
             train_dir,
-            transform=tv.Compose([tv.RandomResizedCrop(size), tv.RandomHorizontalFlip(), tv.ToTensor(), tv.Normalize(mean, std)]),
+            transform=tv.Compose(
+                [tv.RandomResizedCrop(size), tv.RandomHorizontalFlip(), *[getattr(tv, type(t).__name__)() for t in policies]]
+                + [tv.ToTensor(), tv.Normalize(mean, std), *[tv.RandomErasing(config.random_erasing) for _ in erasing]]
+            ),
         )
         test_set = datasets.ImageFolder(
             test_dir, transform=tv.Compose([tv.Resize(test_size), tv.CenterCrop(size), tv.ToTensor(), tv.Normalize(mean, std)])
@@ -384,7 +394,18 @@ def autocast(runtime: Runtime):
     return torch.autocast(runtime.device.type, dtype=runtime.amp_dtype)
 
 
-def train_epoch(model, loader, optimizer, scheduler, scaler, criterion, config: Config, runtime: Runtime, bar) -> dict:
+def make_mix(config: Config, num_classes: int) -> ga.RandomMix | None:
+    """MixUp/CutMix from ``--mixup``/``--cutmix`` (timm's switch), ``--label-smoothing`` in its soft targets; None if off."""
+    if config.mixup == 0 and config.cutmix == 0:
+        return None
+    return ga.RandomMix(
+        config.mixup, config.cutmix, mode=config.mix_mode, label_smoothing=config.label_smoothing, num_classes=num_classes
+    )
+
+
+def train_epoch(
+    model, loader, optimizer, scheduler, scaler, criterion, config: Config, runtime: Runtime, bar, mix=None, mix_generator=None
+) -> dict:
     model.train()
     # Device-side sums (no sync per step); the image count is known on the host.
     totals = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # loss sum, correct
@@ -402,8 +423,11 @@ def train_epoch(model, loader, optimizer, scheduler, scaler, criterion, config: 
         sync = contextlib.nullcontext() if last_micro or not hasattr(model, "no_sync") else model.no_sync()
         with sync:
             with autocast(runtime):
+                targets = labels
+                if mix is not None:  # soft targets; accuracy below still counts the hard labels
+                    images, targets = mix(images, labels, generator=mix_generator)
                 logits = model(images)
-                loss = criterion(logits, labels)
+                loss = criterion(logits, targets)
             scaler.scale(loss / config.accum_steps).backward()
         if last_micro:
             scaler.step(optimizer)
@@ -577,7 +601,10 @@ def run(config: Config, say=print) -> dict:
     steps_per_epoch = math.ceil(len(train_loader) / config.accum_steps)
     scheduler = make_schedule(optimizer, config, steps_per_epoch)
     scaler = torch.amp.GradScaler(runtime.device.type, enabled=runtime.amp_dtype == torch.float16)
-    criterion = nn.CrossEntropyLoss()
+    mix = make_mix(config, len(classes))
+    # soft-target cross-entropy with mixing (the smoothing is in the targets), else smoothing of the hard labels
+    criterion = nn.CrossEntropyLoss(label_smoothing=0.0 if mix is not None else config.label_smoothing)
+    mix_generator = torch.Generator().manual_seed(config.seed)
 
     # --- checkpoint -----------------------------------------------------------------------------
     # metrics.jsonl is rewritten whole after each checkpoint, from the rows the checkpoint carries: a crash
@@ -631,7 +658,10 @@ def run(config: Config, say=print) -> dict:
             from tqdm import tqdm
 
             bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
-        result = train_epoch(model, train_loader, optimizer, scheduler, scaler, criterion, config, runtime, bar)
+        mix_generator.manual_seed((config.seed * 1_000_003 + epoch + 1) % 2**63)  # per epoch: a resumed run draws the same mixes
+        result = train_epoch(
+            model, train_loader, optimizer, scheduler, scaler, criterion, config, runtime, bar, mix, mix_generator
+        )
         if bar is not None:
             bar.close()
         test_acc = evaluate(model, test_loader, runtime)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import errno
 import json
+import math
 import os
 import shutil
 import socket
@@ -137,6 +138,17 @@ def test_other_loaders_train(tinted, tmp_path, loader_kind):
     assert result["train_images"] == 48 and 0 <= result["test_acc"] <= 1
 
 
+@pytest.mark.parametrize("loader_kind", ["gpu", "torch"])
+def test_augmentation_recipe_flags_train(tinted, tmp_path, loader_kind):
+    """Issue 16: a policy, RandomErasing, MixUp/CutMix per image and label smoothing; accuracy still against the labels."""
+    changes = {"auto_augment": "trivialaugment", "random_erasing": 0.25, "mixup": 0.2, "cutmix": 1.0, "mix_mode": "elem"}
+    config = tiny(tinted, tmp_path / loader_kind, epochs=1, loader=loader_kind, label_smoothing=0.1, **changes)
+    result = run(config, say=lambda *_: None)
+    assert result["train_images"] == 48 and 0 <= result["test_acc"] <= 1
+    row = metric_rows(tmp_path / loader_kind)[0]
+    assert math.isfinite(row["train_loss"]) and 0 <= row["train_acc"] <= 1
+
+
 def _free_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -200,6 +212,9 @@ def test_two_process_gloo_ddp(tinted, tmp_path):
         (["--data", "{tinted}", "--momentum", "1.5"], "--momentum must be in [0, 1)"),
         (["--data", "{tinted}", "--seed", str(2**70)], "--seed must be in [0, 2**63 - 1]"),
         (["--data", "{tinted}", "--lr", "fast"], "argument --lr: invalid float value: 'fast'"),  # argparse, one line too
+        (["--data", "{tinted}", "--auto-augment", "augmix"], "--auto-augment must be one of none, trivialaugment"),
+        (["--data", "{tinted}", "--mix-mode", "row"], "--mix-mode must be one of batch, pair, elem"),
+        (["--data", "{tinted}", "--label-smoothing", "1"], "--label-smoothing must be in [0, 1)"),
         (["--data", "{tinted}", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
         (["--data", "{tinted}", "--out", "{afile}"], "is a file, not a folder"),
         (["--data", "{tinted}", "--out", "{afile}/run"], "cannot create the folder"),

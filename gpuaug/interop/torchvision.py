@@ -53,10 +53,64 @@ def _antialias(transform: Any) -> bool:
     return transform.antialias is not False
 
 
+def _policy_interpolation(transform: Any) -> str:
+    mode = transform.interpolation
+    if isinstance(mode, int):
+        mode = v1.functional._interpolation_modes_from_int(mode)
+    elif isinstance(mode, str):
+        mode = InterpolationMode(mode.lower())
+    if mode not in (InterpolationMode.NEAREST, InterpolationMode.BILINEAR):
+        raise _Unsupported(f"{type(transform).__name__}(interpolation={getattr(mode, 'name', mode)}): only NEAREST or BILINEAR")
+    return mode.value
+
+
+def _policy_fill(transform: Any) -> Any:
+    fill = transform.fill
+    if isinstance(fill, dict):
+        raise _Unsupported(f"{type(transform).__name__}(fill={fill!r}): a per-type fill dict; give one number or one per channel")
+    return fill
+
+
+_POLICIES = (v1.TrivialAugmentWide, v2.TrivialAugmentWide, v1.RandAugment, v2.RandAugment, v1.AutoAugment, v2.AutoAugment)
+_OTHER_POLICIES = (v1.AugMix, v2.AugMix)
+
+
+def _convert_policy(transform: Any) -> list[T.Transform]:
+    """The automatic augmentation policies and RandomErasing, exact torchvision classes only (a subclass may change the draw)."""
+    kind = type(transform)
+    if kind in _OTHER_POLICIES or (kind not in _POLICIES and isinstance(transform, _POLICIES + _OTHER_POLICIES)):
+        raise _Unsupported(
+            f"{kind.__name__}: this policy is not implemented in gpuaug "
+            "(TrivialAugmentWide, RandAugment and AutoAugment(IMAGENET) are)"
+        )
+    if kind in (v1.RandomErasing, v2.RandomErasing):
+        value = transform.value
+        if value is None or isinstance(value, str):  # v2 stores "random" as None
+            value = "random"
+        elif not isinstance(value, (int, float)):
+            value = [float(v) for v in value]
+        return [T.RandomErasing(transform.p, tuple(transform.scale), tuple(transform.ratio), value, transform.inplace)]
+    if kind not in _POLICIES:
+        return []
+    interpolation, fill = _policy_interpolation(transform), _policy_fill(transform)
+    if kind in (v1.TrivialAugmentWide, v2.TrivialAugmentWide):
+        return [T.TrivialAugmentWide(transform.num_magnitude_bins, interpolation, fill)]
+    if kind in (v1.RandAugment, v2.RandAugment):
+        return [T.RandAugment(transform.num_ops, transform.magnitude, transform.num_magnitude_bins, interpolation, fill)]
+    if kind in (v1.AutoAugment, v2.AutoAugment):
+        if transform.policy != v1.AutoAugmentPolicy.IMAGENET:
+            raise _Unsupported(f"AutoAugment(policy={transform.policy.name}): only AutoAugmentPolicy.IMAGENET is implemented")
+        return [T.AutoAugment("imagenet", interpolation, fill)]
+    return []
+
+
 def _convert_one(transform: Any) -> list[T.Transform]:
     name = type(transform).__name__
     if isinstance(transform, T.Transform):
         return [transform]
+    policy = _convert_policy(transform)
+    if policy:
+        return policy
     if not type(transform).__module__.startswith("torchvision."):  # issue 18 #16: a subclass may change what it does
         raise _Unsupported(f"{name} (from {type(transform).__module__}; only torchvision's own classes convert, not subclasses)")
     if isinstance(transform, (v1.RandomHorizontalFlip, v2.RandomHorizontalFlip)):
@@ -102,7 +156,9 @@ def from_torchvision(transform: Any, fuse: bool = True) -> T.Compose:
 
     Converted with the same parameters: RandomHorizontalFlip, RandomVerticalFlip,
     RandomResizedCrop, Resize, CenterCrop (bilinear only), ColorJitter, RandomGrayscale,
-    Normalize. ``ToTensor``/``ConvertImageDtype``/``ToDtype`` become ``ToDtype``;
+    Normalize; TrivialAugmentWide, RandAugment, AutoAugment (IMAGENET policy; NEAREST or BILINEAR)
+    and RandomErasing (exact classes: a subclass is refused; AugMix and the other policies raise).
+    ``ToTensor``/``ConvertImageDtype``/``ToDtype`` become ``ToDtype``;
     ``PILToTensor``/``ToImage``/``ToPureTensor`` disappear (gpuaug's input is already a uint8
     tensor). Nested Composes are flattened.
 
@@ -130,7 +186,8 @@ def from_torchvision(transform: Any, fuse: bool = True) -> T.Compose:
             "cannot convert to gpuaug: "
             + ", ".join(unsupported)
             + ". Supported: RandomResizedCrop, Resize, CenterCrop, RandomHorizontalFlip, RandomVerticalFlip, "
-            "ColorJitter, RandomGrayscale, Normalize, ToTensor, PILToTensor, ToImage, ToDtype, ConvertImageDtype; "
+            "ColorJitter, RandomGrayscale, Normalize, TrivialAugmentWide, RandAugment, AutoAugment(IMAGENET), RandomErasing, "
+            "ToTensor, PILToTensor, ToImage, ToDtype, ConvertImageDtype; "
             "remove the others or apply them separately"
         )
     return T.Compose(converted, fuse=fuse)

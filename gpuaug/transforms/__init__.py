@@ -17,7 +17,10 @@ Example:
 from gpuaug.transforms.base import IMAGENET_MEAN, IMAGENET_STD, MAX_SIZE, BatchInfo, Images, Params, Transform  # noqa: F401
 from gpuaug.transforms.color import ColorJitter, Normalize, RandomGrayscale, ToDtype
 from gpuaug.transforms.compose import Compose
+from gpuaug.transforms.erasing import RandomErasing
 from gpuaug.transforms.geometry import CenterCrop, RandomFlip, RandomHorizontalFlip, RandomResizedCrop, RandomVerticalFlip, Resize  # noqa: F401
+from gpuaug.transforms.mixing import CutMix, MixUp, RandomMix
+from gpuaug.transforms.policies import AutoAugment, RandAugment, TrivialAugmentWide
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -33,4 +36,11 @@ __all__ = [
     "Resize",
     "ToDtype",
     "Transform",
+    "AutoAugment",
+    "CutMix",
+    "MixUp",
+    "RandAugment",
+    "RandomErasing",
+    "RandomMix",
+    "TrivialAugmentWide",
 ]

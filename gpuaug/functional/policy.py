@@ -1,0 +1,383 @@
+"""Auto-augment kernels: every image applies its own op (by code) with its own magnitude, in one batched call.
+
+``auto_augment_ops(images, ops, magnitudes)`` is one step of torchvision's TrivialAugmentWide,
+RandAugment or AutoAugment for a whole batch: image ``b`` applies op ``ops[b]`` (a code below)
+with the signed magnitude ``magnitudes[b]``, exactly as torchvision's ``_apply_image_or_video_transform``
+would with ``(op, magnitude)``. The geometric ops (shear, translate, rotate) run as one per-sample
+affine resampling of the batch (``grid_sample`` with a per-image grid); the colour ops run as a few
+batched passes with per-sample parameters (a blend for brightness, colour and contrast, a blurred
+blend for sharpness, a per-sample bit mask for posterize, a per-sample threshold for solarize and
+invert, per-image extrema for autocontrast and per-image histograms for equalize). On a GPU every
+pass runs on the whole batch and each image keeps its own result (``torch.where``), so the number of
+kernels does not depend on the mix of ops and nothing is read back on the host; on the CPU, where a
+host read is free, each pass runs only on the images that use it.
+
+Example:
+    >>> images = torch.randint(0, 256, (3, 3, 8, 8), dtype=torch.uint8)
+    >>> out = auto_augment_ops(images, torch.tensor([ROTATE, SOLARIZE, EQUALIZE]), torch.tensor([30.0, 0.5, 0.0]))
+    >>> out.shape, out.dtype
+    (torch.Size([3, 3, 8, 8]), torch.uint8)
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable, Sequence
+
+import torch
+from torch import Tensor
+from torch.nn import functional as torch_functional
+
+from gpuaug.functional.base import GRAY_WEIGHTS, _mask, _max_value, check_images
+
+__all__ = [
+    "AUTOCONTRAST",
+    "BRIGHTNESS",
+    "COLOR",
+    "CONTRAST",
+    "EQUALIZE",
+    "IDENTITY",
+    "INVERT",
+    "OP_NAMES",
+    "POSTERIZE",
+    "ROTATE",
+    "SHARPNESS",
+    "SHEAR_X",
+    "SHEAR_Y",
+    "SOLARIZE",
+    "TRANSLATE_X",
+    "TRANSLATE_Y",
+    "affine_matrices",
+    "auto_augment_ops",
+    "autocontrast",
+    "equalize",
+    "posterize",
+    "sharpen",
+    "solarize",
+]
+
+OP_NAMES = (
+    "Identity",
+    "ShearX",
+    "ShearY",
+    "TranslateX",
+    "TranslateY",
+    "Rotate",
+    "Brightness",
+    "Color",
+    "Contrast",
+    "Sharpness",
+    "Posterize",
+    "Solarize",
+    "AutoContrast",
+    "Equalize",
+    "Invert",
+)
+"""The op names in code order (torchvision's names); ``OP_NAMES[code]``."""
+(
+    IDENTITY,
+    SHEAR_X,
+    SHEAR_Y,
+    TRANSLATE_X,
+    TRANSLATE_Y,
+    ROTATE,
+    BRIGHTNESS,
+    COLOR,
+    CONTRAST,
+    SHARPNESS,
+    POSTERIZE,
+    SOLARIZE,
+    AUTOCONTRAST,
+    EQUALIZE,
+    INVERT,
+) = range(len(OP_NAMES))
+
+_DEG_PER_RAD = 180.0 / math.pi  # CPython's math.degrees / math.radians constants
+_RAD_PER_DEG = math.pi / 180.0
+
+
+# ----------------------------------------------------------------------------------------------
+# Geometry: one per-sample affine resampling
+# ----------------------------------------------------------------------------------------------
+def affine_matrices(ops: Tensor, magnitudes: Tensor, height: int, width: int) -> Tensor:
+    """Per-image inverse affine matrices ``[B, 2, 3]`` (float64) of torchvision's geometric auto-augment ops.
+
+    Computes torchvision's ``_get_inverse_affine_matrix`` with each image's arguments: ShearX/ShearY
+    shear by ``degrees(atan(m))`` about the top-left corner (``center=[0, 0]``), TranslateX/Y move by
+    ``int(m)`` pixels, Rotate turns by ``m`` degrees about the centre; every other code is the identity.
+
+    Example:
+        >>> affine_matrices(torch.tensor([TRANSLATE_X]), torch.tensor([2.7]), 4, 4)[0]  # int(2.7) pixels right
+        tensor([[ 1.,  0., -2.],
+                [-0.,  1.,  0.]], dtype=torch.float64)
+    """
+    ops = ops.to(torch.int64)
+    mag = magnitudes.to(device=ops.device, dtype=torch.float64)
+    zero = torch.zeros_like(mag)
+    shear = (torch.atan(mag) * _DEG_PER_RAD) * _RAD_PER_DEG
+    sx = torch.where(ops == SHEAR_X, shear, zero)
+    sy = torch.where(ops == SHEAR_Y, shear, zero)
+    rot = torch.where(ops == ROTATE, -mag, zero) * _RAD_PER_DEG  # torchvision's rotate passes -angle
+    tx = torch.where(ops == TRANSLATE_X, torch.trunc(mag), zero)
+    ty = torch.where(ops == TRANSLATE_Y, torch.trunc(mag), zero)
+    sheared = (ops == SHEAR_X) | (ops == SHEAR_Y)
+    cx = torch.where(sheared, torch.full_like(mag, -0.5 * width), zero)
+    cy = torch.where(sheared, torch.full_like(mag, -0.5 * height), zero)
+    cos_sy, tan_sx, rot_minus_sy = torch.cos(sy), torch.tan(sx), rot - sy
+    a = torch.cos(rot_minus_sy) / cos_sy
+    b = -(a * tan_sx + torch.sin(rot))
+    c = torch.sin(rot_minus_sy) / cos_sy
+    d = torch.cos(rot) - c * tan_sx
+    m0, m1, m3, m4 = d, -b, -c, a
+    cx_plus_tx, cy_plus_ty = cx + tx, cy + ty
+    m2 = cx - m0 * cx_plus_tx - m1 * cy_plus_ty
+    m5 = cy - m3 * cx_plus_tx - m4 * cy_plus_ty
+    return torch.stack([m0, m1, m2, m3, m4, m5], dim=1).view(-1, 2, 3)
+
+
+@functools.lru_cache(maxsize=16)
+def _base_grid(height: int, width: int, device: torch.device) -> Tensor:
+    """torchvision's ``_affine_grid`` base grid ``[1, H*W, 3]`` (pixel centres relative to the image centre)."""
+    grid = torch.empty(1, height, width, 3, dtype=torch.float32, device=device)
+    grid[..., 0].copy_(torch.linspace((1.0 - width) * 0.5, (width - 1.0) * 0.5, steps=width, device=device))
+    grid[..., 1].copy_(torch.linspace((1.0 - height) * 0.5, (height - 1.0) * 0.5, steps=height, device=device).unsqueeze_(-1))
+    grid[..., 2].fill_(1)
+    return grid.view(1, height * width, 3)
+
+
+def _warp(images: Tensor, matrices: Tensor, interpolation: str, fill: Sequence[float] | None) -> Tensor:
+    """``images`` resampled through per-image inverse ``matrices`` as torchvision's ``affine_image``
+    (same size; zeros, or ``fill``, outside)."""
+    batch, channels, height, width = images.shape
+    dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
+    theta = matrices.to(device=images.device, dtype=dtype, non_blocking=True)
+    scale = torch.tensor([0.5 * width, 0.5 * height], dtype=dtype).to(images.device, non_blocking=True)
+    base = _base_grid(height, width, images.device).to(dtype)
+    grid = base.expand(batch, -1, -1).bmm(theta.transpose(1, 2) / scale).view(batch, height, width, 2)
+    source = images.to(dtype)
+    if fill is not None:
+        source = torch.cat([source, torch.ones_like(source[:, :1])], dim=1)
+    out = torch_functional.grid_sample(source, grid, mode=interpolation, padding_mode="zeros", align_corners=False)
+    if fill is not None:
+        out, inside = out[:, :-1], out[:, -1:]
+        fill_values = torch.tensor(list(fill), dtype=dtype).view(1, -1, 1, 1).to(images.device, non_blocking=True)
+        if interpolation == "nearest":
+            out = torch.where(inside < 0.5, fill_values.expand_as(out), out)
+        else:
+            out = out.sub_(fill_values).mul_(inside).add_(fill_values)
+    return out.round_().to(images.dtype) if not images.is_floating_point() else out.to(images.dtype)
+
+
+# ----------------------------------------------------------------------------------------------
+# Colour: per-sample kernels (each one torchvision's, with a per-image parameter)
+# ----------------------------------------------------------------------------------------------
+def _column(values: Tensor, images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    return values.to(device=images.device, dtype=dtype, non_blocking=True).view(-1, 1, 1, 1)
+
+
+def _gray(images: Tensor) -> Tensor:
+    """torchvision's float32 grayscale reference of contrast and saturation (floored for uint8)."""
+    if images.shape[1] != 3:
+        return images if images.is_floating_point() else images.to(torch.float32)
+    red, green, blue = images.unbind(dim=1)
+    gray = red.mul(GRAY_WEIGHTS[0]).add_(green, alpha=GRAY_WEIGHTS[1]).add_(blue, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
+    return gray if images.is_floating_point() else gray.floor_()
+
+
+def _blend(images: Tensor, ops: Tensor, factors: Tensor) -> Tensor:
+    """Brightness (reference 0), Color (grayscale) and Contrast (mean grayscale), one pass with per-image factors.
+
+    ``factors`` are the float64 ``1 + magnitude``; ratio and ``1 - ratio`` are each rounded to float32 from
+    float64, as torchvision's Python scalars are.
+    """
+    ops = _column(ops, images, torch.int64)
+    factors = factors.to(device=images.device, dtype=torch.float64, non_blocking=True)
+    ratio, rest = _column(factors, images), _column(1.0 - factors, images)
+    zero = torch.zeros((), dtype=torch.float32, device=images.device)
+    reference = zero
+    if images.shape[1] == 3:
+        reference = torch.where(ops == COLOR, _gray(images), reference)
+    else:  # torchvision's saturation leaves 1-channel images as they are
+        identity = ops == COLOR
+        ratio, rest = torch.where(identity, torch.ones_like(ratio), ratio), torch.where(identity, zero, rest)
+    reference = torch.where(ops == CONTRAST, _gray(images).mean(dim=(-3, -2, -1), keepdim=True), reference)
+    out = torch.addcmul(images.mul(ratio), reference, rest).clamp_(0.0, _max_value(images.dtype))  # one rounding, as add_(alpha=)
+    return out.to(images.dtype)
+
+
+def sharpen(images: Tensor, factors: Tensor) -> Tensor:
+    """torchvision's ``adjust_sharpness`` with a ``[B]`` factor per image (float64 or float32).
+
+    Example:
+        >>> sharpen(torch.full((1, 1, 3, 3), 0.5), torch.tensor([2.0])).shape
+        torch.Size([1, 1, 3, 3])
+    """
+    check_images(images, "sharpen")
+    channels, height, width = images.shape[-3:]
+    if height <= 2 or width <= 2:
+        return images.clone()
+    fp = images.is_floating_point()
+    kernel_dtype = images.dtype if fp else torch.float32
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=kernel_dtype).to(images.device).expand(channels, 1, 3, 3)
+    output = images.to(dtype=kernel_dtype, copy=True)
+    blurred = torch_functional.conv2d(output, kernel, groups=channels)
+    if not fp:
+        blurred = blurred.round_()
+    alpha = _column(1.0 - factors.to(torch.float64), images, kernel_dtype)
+    view = output[..., 1:-1, 1:-1]
+    view.addcmul_(blurred.sub_(view), alpha)  # one rounding, as torchvision's add_(alpha=)
+    output = output.clamp_(0, _max_value(images.dtype))
+    return output if fp else output.to(images.dtype)
+
+
+def posterize(images: Tensor, bits: Tensor) -> Tensor:
+    """torchvision's ``posterize`` with ``bits`` (``[B]`` integers in 0..8) per image.
+
+    Example:
+        >>> posterize(torch.tensor([[[[255]]], [[[255]]]], dtype=torch.uint8), torch.tensor([1, 8])).flatten()
+        tensor([128, 255], dtype=torch.uint8)
+    """
+    bits = bits.to(device=images.device, dtype=torch.int64, non_blocking=True).view(-1, 1, 1, 1)
+    if images.is_floating_point():
+        levels = (torch.ones_like(bits) << bits).to(images.dtype)
+        return torch.minimum(images.mul(levels).floor_(), levels - 1).clamp_(min=0).mul_(1.0 / levels)
+    masks = ((torch.ones_like(bits) << bits) - 1) << (8 - bits)
+    return images & masks.to(torch.uint8)
+
+
+def solarize(images: Tensor, thresholds: Tensor) -> Tensor:
+    """torchvision's ``solarize``: invert the pixels ``>= threshold``, a ``[B]`` threshold per image
+    (in the images' range: 0..255 for uint8; ``-inf`` inverts all, ``inf`` nothing).
+
+    Example:
+        >>> solarize(torch.tensor([[[[10, 200]]]], dtype=torch.uint8), torch.tensor([128.0])).flatten()
+        tensor([10, 55], dtype=torch.uint8)
+    """
+    dtype = images.dtype if images.is_floating_point() else torch.float32
+    inverted = images.bitwise_not() if images.dtype == torch.uint8 else 1.0 - images
+    return torch.where(images >= _column(thresholds, images, dtype), inverted, images)
+
+
+def autocontrast(images: Tensor) -> Tensor:
+    """torchvision's ``autocontrast`` (per image and channel; a constant channel stays as it is).
+
+    Example:
+        >>> autocontrast(torch.tensor([[[[0.25, 0.5]]]])).flatten()
+        tensor([0., 1.])
+    """
+    bound = _max_value(images.dtype)
+    values = images if images.is_floating_point() else images.to(torch.float32)
+    minimum = values.amin(dim=(-2, -1), keepdim=True)
+    maximum = values.amax(dim=(-2, -1), keepdim=True)
+    constant = maximum == minimum
+    inv_scale = torch.where(constant, torch.ones_like(maximum), (maximum - minimum).mul_(1.0 / bound))
+    minimum = torch.where(constant, torch.zeros_like(minimum), minimum)
+    return values.sub(minimum).div_(inv_scale).clamp_(0, bound).to(images.dtype)
+
+
+def equalize(images: Tensor) -> Tensor:
+    """torchvision's ``equalize``: per image and channel histograms (one ``scatter_add``), PIL's lookup table.
+
+    Float images are equalized on their uint8 conversion and converted back, as torchvision does.
+
+    Example:
+        >>> flat = torch.arange(64, 192, dtype=torch.uint8).repeat(4).view(1, 1, 16, 32)  # values 64..191
+        >>> equalize(flat).aminmax()
+        torch.return_types.aminmax(
+        min=tensor(0, dtype=torch.uint8),
+        max=tensor(255, dtype=torch.uint8))
+    """
+    source = (
+        images if images.dtype == torch.uint8 else images.float().mul(255.0 + 1.0 - 1e-3).to(torch.uint8)
+    )  # float32: 255.999 is 256 in float16
+    batch_shape = source.shape[:-2]
+    flat = source.flatten(start_dim=-2).to(torch.long)
+    hist = flat.new_zeros(batch_shape + (256,), dtype=torch.int32)
+    hist.scatter_add_(dim=-1, index=flat, src=hist.new_ones(1).expand_as(flat))
+    cum_hist = hist.cumsum(dim=-1)
+    last = cum_hist.argmax(dim=-1, keepdim=True)
+    step = (flat.shape[-1] - hist.gather(dim=-1, index=last)).div_(255, rounding_mode="floor")
+    valid = step.ne(0)
+    step = step.clamp_(min=1)
+    lut = cum_hist[..., :-1].add(step // 2).div_(step, rounding_mode="floor").clamp_(0, 255).to(torch.uint8)
+    lut = torch.cat([lut.new_zeros(1).expand(batch_shape + (1,)), lut], dim=-1)
+    equalized = lut.gather(dim=-1, index=flat).view_as(source)
+    out = torch.where(valid.unsqueeze(-1), equalized, source)
+    return out if images.dtype == torch.uint8 else out.to(images.dtype).mul_(1.0 / 255.0)
+
+
+# ----------------------------------------------------------------------------------------------
+# One step of a policy, per image
+# ----------------------------------------------------------------------------------------------
+def _where_rows(images: Tensor, rows: Tensor, op: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
+    """``op(images, index)`` for the images whose ``rows`` entry is true, the others unchanged.
+
+    On a GPU ``op`` runs on the whole batch and ``torch.where`` keeps each image's own result (a fixed
+    number of kernels, no host read); on the CPU it runs on the selected images only (a host read, free there).
+    ``index`` is the ``[b]`` int64 rows ``op`` sees, to select per-image parameters.
+    """
+    if images.device.type != "cpu":
+        everything = torch.arange(images.shape[0], device=images.device)
+        return torch.where(_mask(rows, images), op(images, everything), images)
+    index = rows.nonzero().squeeze(1)  # host read: free on the CPU (see above)
+    if index.numel() == 0:
+        return images
+    out = images.clone()
+    out[index] = op(images[index], index)
+    return out
+
+
+def auto_augment_ops(
+    images: Tensor,
+    ops: Tensor,
+    magnitudes: Tensor,
+    interpolation: str = "nearest",
+    fill: Sequence[float] | None = None,
+) -> Tensor:
+    """Apply op ``ops[b]`` with signed magnitude ``magnitudes[b]`` to image ``b``, torchvision's way.
+
+    The magnitude means what torchvision passes to its op: shear factor, pixels (truncated to int),
+    degrees, ``factor - 1`` for Brightness/Color/Contrast/Sharpness, bits for Posterize, the threshold
+    as a fraction of the dtype's maximum for Solarize; AutoContrast, Equalize, Invert and Identity
+    ignore it.
+
+    Args:
+        images: ``[B, C, H, W]`` uint8 or float, C in (1, 3).
+        ops: ``[B]`` integer op codes (``IDENTITY`` .. ``INVERT``).
+        magnitudes: ``[B]`` float (float64 keeps torchvision's rounding).
+        interpolation: ``"nearest"`` or ``"bilinear"`` (geometric ops).
+        fill: per-channel values (or one) for the area a geometric op uncovers; ``None``: zeros.
+
+    Shape:
+        ``[B, C, H, W]`` -> same, same dtype and device (a new tensor).
+    """
+    check_images(images, "auto_augment_ops")
+    if images.shape[1] not in (1, 3):
+        raise ValueError(f"auto_augment_ops expects images with 1 or 3 channels, got {images.shape[1]}")
+    if interpolation not in ("nearest", "bilinear"):
+        raise ValueError(f"interpolation must be 'nearest' or 'bilinear', got {interpolation!r}")
+    height, width = images.shape[-2:]
+    ops = ops.to(device=images.device, dtype=torch.int64, non_blocking=True)
+    magnitudes = magnitudes.to(device=images.device, dtype=torch.float64, non_blocking=True)
+    fill = None if fill is None else [float(value) for value in fill]
+
+    # torchvision's rotate returns a copy for a multiple of 360 degrees (no resampling); at 90, 180, 270 it
+    # uses rot90 where we resample: equal with nearest, within float rounding (< 1e-5) with bilinear.
+    geometric = (ops >= SHEAR_X) & (ops <= ROTATE) & ~((ops == ROTATE) & (torch.remainder(magnitudes, 360.0) == 0))
+    matrices = affine_matrices(ops, magnitudes, height, width)
+    out = _where_rows(images, geometric, lambda x, i: _warp(x, matrices[i], interpolation, fill))
+
+    factors = 1.0 + magnitudes
+    blended = (ops == BRIGHTNESS) | (ops == COLOR) | (ops == CONTRAST)
+    out = _where_rows(out, blended, lambda x, i: _blend(x, ops[i], factors[i]))
+    out = _where_rows(out, ops == SHARPNESS, lambda x, i: sharpen(x, factors[i]))
+    bits = torch.where(ops == POSTERIZE, magnitudes.to(torch.int64), torch.full_like(ops, 8))
+    out = _where_rows(out, ops == POSTERIZE, lambda x, i: posterize(x, bits[i]))
+    bound = _max_value(images.dtype)
+    thresholds = torch.where(ops == INVERT, -math.inf, bound * magnitudes)
+    out = _where_rows(out, (ops == SOLARIZE) | (ops == INVERT), lambda x, i: solarize(x, thresholds[i]))
+    out = _where_rows(out, ops == AUTOCONTRAST, lambda x, i: autocontrast(x))
+    out = _where_rows(out, ops == EQUALIZE, lambda x, i: equalize(x))
+    return out.clone() if out is images else out
