@@ -97,3 +97,33 @@ def test_every_compose_setting_survives_then():
     extended = compose.then(ga.ToDtype(torch.float16))
     assert (extended.fuse, extended.backend, extended.plan.prefix) == (False, "torch", 0)
     assert extended.transforms[:3] == compose.transforms and extended.transforms[3].dtype == torch.float16
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_batch_transform_runs_on_the_producer_thread_and_replays(files, workers):
+    """GPULoader(batch_transform=MixUp/CutMix): soft targets per batch, drawn from the batch's own seed, so
+    the same generator seed gives the same mixes whatever the workers (issue 16 #3)."""
+
+    def epoch(num_workers, seed=4):
+        loader = ga.GPULoader(
+            files,
+            batch_size=4,
+            shuffle=True,
+            num_workers=num_workers,
+            transform=ga.Compose([ga.RandomResizedCrop(16), ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD)]),
+            batch_transform=ga.RandomMix(mixup_alpha=0.8, cutmix_alpha=1.0, num_classes=len(files)),
+            device="cpu",
+            generator=torch.Generator().manual_seed(seed),
+        )
+        return [(images.clone(), targets.clone()) for images, targets in loader]
+
+    batches = epoch(workers)
+    assert all(targets.shape == (len(images), len(files)) and targets.dtype == torch.float32 for images, targets in batches)
+    assert all(torch.allclose(targets.sum(1), torch.ones(len(targets))) for _, targets in batches)
+    assert any((targets.max(1).values < 1).any() for _, targets in batches)  # something was mixed
+    reference = epoch(0)
+    assert all(torch.equal(a, b) and torch.equal(x, y) for (a, x), (b, y) in zip(batches, reference))
+    other = epoch(workers, seed=5)
+    assert not all(torch.equal(x, y) for (_, x), (_, y) in zip(batches, other))
+    with pytest.raises(ValueError, match="batch_transform must be callable"):
+        ga.GPULoader(files, batch_size=4, batch_transform="mixup")

@@ -20,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -30,9 +31,12 @@ from gpuaug.io.decode import DecodeError
 from gpuaug.io.decoders import Decoder
 from gpuaug.io.packed import PackedBatch
 from gpuaug.loader.host_batch import HostBatch
+from gpuaug.loader.seeding import mix_seed
 from gpuaug.transforms import Compose, Params
 
 __all__ = ["DeviceStage", "Failures", "StageOptions"]
+
+_BATCH_TRANSFORM_STREAM = 1  # the batch transform's seed: mix_seed(batch seed, this), apart from the params' own
 
 
 @dataclass(frozen=True)
@@ -42,7 +46,9 @@ class StageOptions:
     device: torch.device
     dtype: torch.dtype
     channels_last: bool = True
-
+    batch_transform: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None
+    """``batch_transform(images, labels, generator=...) -> (images, targets)`` (MixUp, CutMix), run on the
+    finished batch with a CPU generator seeded from the batch's seed."""
 
 @dataclass
 class Failures:
@@ -116,6 +122,10 @@ class DeviceStage:
             images = self._augment(images, params, host.ragged)
         images = self._finish(images)
         labels = labels.to(device, non_blocking=True)
+        if self.options.batch_transform is not None:
+            generator = torch.Generator().manual_seed(mix_seed(host.seed, _BATCH_TRANSFORM_STREAM))
+            images, labels = self.options.batch_transform(images, labels, generator=generator)
+            images = self._finish(images)
         event = None
         if timers:
             timers[2].record()

@@ -301,9 +301,13 @@ class GPULoader:
             (``gpuaug.io.decode.DEFAULT_MAX_PIXELS``).
         max_file_bytes: files larger than this are refused with a ``DecodeError``. None: 1 GiB
             (``gpuaug.io.sources.DEFAULT_MAX_BYTES``).
+        batch_transform: ``batch_transform(images, labels, generator=...) -> (images, targets)`` run on
+            each finished batch on the producer thread (``ga.RandomMix``, ``ga.MixUp``, ``ga.CutMix``),
+            with a generator seeded from the batch's own seed: replayable like every other draw.
 
     Yields:
-        ``(images, labels)``: images ``[B, 3, h, w]`` in ``dtype`` on ``device``, labels int64 ``[B]``.
+        ``(images, labels)``: images ``[B, 3, h, w]`` in ``dtype`` on ``device``, labels int64 ``[B]``
+        (with a ``batch_transform``: what it returns, e.g. soft targets ``[B, num_classes]``).
     """
 
     def __init__(
@@ -337,7 +341,11 @@ class GPULoader:
         reduced_decode: bool = True,
         max_image_pixels: int | None = None,
         max_file_bytes: int | None = None,
+        batch_transform: Callable[..., tuple[torch.Tensor, torch.Tensor]] | None = None,
     ) -> None:
+        if batch_transform is not None and not callable(batch_transform):
+            raise ValueError(f"batch_transform must be callable (images, labels, generator=...), got {batch_transform!r}")
+        self.batch_transform = batch_transform
         if collate_fn is not None:
             raise ValueError(
                 "collate_fn cannot apply to GPULoader: it assembles each batch itself, on the device, from the decoded "
@@ -468,7 +476,7 @@ class GPULoader:
         self._seeded.epoch_seed = epoch_seed
         self.stats = stats = LoaderStats(decoder=self.decoder_name)
         failures = Failures(skip=self.on_error == "skip")
-        options = StageOptions(self.device, self.dtype, self.channels_last)
+        options = StageOptions(self.device, self.dtype, self.channels_last, self.batch_transform)
         stage = DeviceStage(self._pipeline, options, self._decoder, failures)
         started = time.perf_counter()
         pin = self.pin_memory and self.device.type == "cpu" and torch.cuda.is_available()

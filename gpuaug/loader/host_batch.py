@@ -45,6 +45,8 @@ class HostBatch:
         headers: each encoded row's header (read once, in the worker).
         regions: int64 ``[n, 4]``: the part of its full image each row's image covers (decoded
             rows: what the worker cropped; encoded rows: what the device decoder decodes).
+        seed: the batch's seed, from (epoch seed, its indices): the params were drawn from it, and the
+            loader's ``batch_transform`` draws from a stream derived from it.
         decode_seconds, augment_seconds: the workers' time.
     """
 
@@ -63,6 +65,7 @@ class HostBatch:
     encoded_paths: list[str] = field(default_factory=list)
     headers: list[ImageHeader] = field(default_factory=list)
     regions: torch.Tensor | None = None
+    seed: int = 0
     decode_seconds: float = 0.0
     augment_seconds: float = 0.0
 

@@ -203,6 +203,7 @@ class WorkerSide(Dataset):
             paths.append(path)
         size_tensor = torch.tensor(sizes, dtype=torch.int64).reshape(-1, 2)
         batch = HostBatch(torch.tensor(labels, dtype=torch.int64), paths, size_tensor, failures=failures)
+        batch.seed = mix_seed(keys[0][1], *indices) if keys else 0
         if not payloads:
             batch.decode_seconds = time.perf_counter() - start
             return batch
@@ -210,7 +211,7 @@ class WorkerSide(Dataset):
         # are handed over as they are and the device stage says why.
         batch.ragged = not self.pipeline.accepts_list and len(set(sizes)) > 1
         if not batch.ragged:
-            generator = torch.Generator().manual_seed(mix_seed(keys[0][1], *indices))
+            generator = torch.Generator().manual_seed(batch.seed)
             batch.params = self.pipeline.make_params(BatchInfo(len(payloads), torch.device("cpu"), tuple(sizes)), generator)
         if self.augment:
             return self._augment(batch, payloads, start)
