@@ -273,6 +273,13 @@ def test_bad_arguments(corpus):
         ({"batch_size": 2, "shard_id": 2, "num_shards": 2}, "shard_id"),
         ({"batch_size": 2, "on_error": "ignore"}, "on_error"),
         ({"batch_size": 2, "dtype": torch.int16}, "dtype"),
+        ({"batch_size": 2, "seed": 2**70}, "seed must be an int in"),  # issue 18, low row: DALI's pybind TypeError
+        ({"batch_size": 2, "seed": -1}, "seed must be an int in"),  # -1 is "unseeded" to DALI
+        ({"batch_size": 2, "seed": 1.5}, "seed must be an int in"),
+        ({"batch_size": 2, "num_threads": -1}, "num_threads must be an int in"),  # was ThreadPoolExecutor's max_workers
+        ({"batch_size": 2, "num_threads": 0}, "num_threads must be an int in"),
+        ({"batch_size": 2, "num_threads": 10**6}, "num_threads must be an int in"),  # DALI aborted the process
+        ({"batch_size": 2, "prefetch_queue_depth": 0}, "prefetch_queue_depth must be an int in"),
     ):
         with pytest.raises(ValueError, match=fragment):
             DALILoader(corpus, **kwargs)
@@ -295,3 +302,76 @@ def test_missing_dali_gives_the_install_hint(monkeypatch):
         monkeypatch.delitem(sys.modules, module)
     with pytest.raises(ImportError, match=r'pip install -e "\.\[dali\]"'):
         importlib.import_module("gpuaug.dali")
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 18 row 18: GPULoader's behaviour and errors for odd names, mixed sizes and 16-bit images
+# ----------------------------------------------------------------------------------------------
+def _png16(path, samples: np.ndarray) -> str:
+    """A 16-bit PNG (grayscale [H, W] or RGB [H, W, 3]) written by hand: PIL cannot save 16-bit RGB."""
+    height, width = samples.shape[:2]
+    rows = b"".join(b"\x00" + samples[row].astype(">u2").tobytes() for row in range(height))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    header = struct.pack(">IIBBBBB", width, height, 16, 0 if samples.ndim == 2 else 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(rows)) + chunk(b"IEND", b""))
+    return str(path)
+
+
+def test_non_utf8_file_name_is_named_or_skipped(corpus, tmp_path):
+    """DALI's reader took the folder's non-UTF-8 name as "Unsupported argument type with name files"."""
+    folder = tmp_path / "cls"
+    folder.mkdir()
+    with open(ga.ImageFolder(corpus).samples[0][0], "rb") as file:
+        jpeg = file.read()
+    (folder / "good.jpg").write_bytes(jpeg)
+    try:
+        with open(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"), "wb") as file:
+            file.write(jpeg)
+    except OSError:
+        pytest.skip("this filesystem refuses non-UTF-8 names")
+    odd = os.fsdecode(os.path.join(os.fsencode(folder), b"caf\xe9.jpg"))
+    transform = ga.Compose([ga.CenterCrop(16)])
+    for check_files in (True, False):
+        with pytest.raises(ga.DecodeError, match="not valid UTF-8") as caught:
+            DALILoader(tmp_path, batch_size=2, transform=transform, device="cpu", check_files=check_files)
+        assert caught.value.path == odd
+    loader = DALILoader(tmp_path, batch_size=2, transform=transform, device="cpu", on_error="skip")
+    with pytest.warns(UserWarning, match="skipped 1 file"):
+        images, labels = epoch(loader)
+    assert images.shape == (1, 3, 16, 16) and loader.stats.skipped_paths == [odd]
+
+
+@pytest.mark.parametrize("transform", [None, ga.Compose([ga.RandomHorizontalFlip()]), ga.Compose([ga.Resize(20)])])
+def test_mixed_sizes_without_a_sizing_op_raise_gpuloaders_value_error(tmp_path, transform):
+    """Was DALI's `Assert on "IsDenseTensor()" failed`; GPULoader says which sizes and what to pass."""
+    files = []
+    for index, size in enumerate([(40, 50), (30, 20), (40, 50)]):
+        path = tmp_path / f"image_{index}.png"
+        Image.fromarray(np.full((*size, 3), 7 * index, np.uint8)).save(path)
+        files.append((str(path), 0))
+    with pytest.raises(ValueError, match=r"different sizes \(the files hold 30x20, 40x50\); pass transform= whose first op"):
+        list(DALILoader(files, batch_size=3, transform=transform, device="cpu"))
+    images, _ = epoch(DALILoader(files[:1] + files[2:], batch_size=2, device="cpu", dtype=torch.uint8))  # one size: fine
+    assert images.shape == (2, 3, 40, 50)
+
+
+def test_16_bit_images_are_refused_in_the_file_check(corpus, tmp_path):
+    """DALI scales 16-bit samples to 8 bits where PIL (and GPULoader) clips 16-bit grayscale at 255:
+    up to 254 levels off. The file check refuses them with the reason; 8-bit PNGs still decode as PIL does."""
+    rng = np.random.default_rng(0)
+    gray = _png16(tmp_path / "gray16.png", rng.integers(0, 65536, (20, 24)))
+    colour = _png16(tmp_path / "rgb16.png", rng.integers(0, 65536, (20, 24, 3)))
+    assert Image.open(gray).mode == "I;16"
+    eight = tmp_path / "gray8.png"
+    Image.fromarray(rng.integers(0, 256, (20, 24), dtype=np.uint8)).save(eight)
+    for path in (gray, colour):
+        with pytest.raises(ga.DecodeError, match="16-bit PNG: DALI converts it to 8 bits differently") as caught:
+            DALILoader([(str(eight), 0), (path, 1)], batch_size=2, device="cpu")
+        assert caught.value.path == path
+    loader = DALILoader([(str(eight), 0), (gray, 1), (colour, 1)], batch_size=2, device="cpu", dtype=torch.uint8, on_error="skip")
+    with pytest.warns(UserWarning, match="skipped 2 file"):
+        images, labels = epoch(loader)
+    assert labels.tolist() == [0] and np.array_equal(images[0].permute(1, 2, 0).numpy(), pil_rgb(eight))

@@ -11,12 +11,16 @@ Tolerances (stated here and in the README):
 
 from __future__ import annotations
 
+import functools
+
 import kornia
 import pytest
 import torch
 import torchvision.transforms.v2.functional as TF
 
 from gpuaug import functional as F
+from gpuaug.functional import resize
+from gpuaug.tools import samples
 from tests.conftest import levels
 
 DTYPES = [torch.uint8, torch.float32]
@@ -295,24 +299,55 @@ def test_fused_equals_exact_chain_where_nothing_clips(device):
     torch.testing.assert_close(out, chain, atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
-def test_fused_error_on_photos(photo_batch, memory_format):
-    """The measured approximation error of the fused pass against the exact op-by-op chain.
+# The set behind the fused pass's error figures (README.md "Fusion", ``fused_color_normalize``'s
+# docstring; issue 18 #23): 16 sets of 12 crops of scikit-image's 7 bundled colour photos
+# (``photo_crops(12, seed, short_side=(60, 140))`` for seeds 0-15, resized to 96x128), each set with
+# ColorJitter(0.4, 0.4, 0.4) factors and op orders (fused) or hues in [-0.1, 0.1] (YIQ) drawn from its seed.
+COLOUR_SEEDS = range(16)
 
-    Float input (clipping between ops is all that differs): mean 0.23 levels, 3 % of values off
-    by more than a level, saturated pixels up to ~50 levels. uint8 input adds torchvision's
-    truncation after each op (about -0.5 level per op): mean ~1.5 levels.
-    """
-    generator = torch.Generator().manual_seed(1)
-    order = torch.rand(12, 4, generator=generator).argsort(dim=1)
-    brightness, contrast, saturation = 0.6 + 0.8 * torch.rand(3, 12, generator=generator)
-    images = photo_batch.contiguous(memory_format=memory_format)
-    for source, mean_bound, fraction_bound in ((images.float() / 255, 0.5, 0.08), (images, 2.5, 0.9)):
+
+@functools.cache
+def colour_set(seed: int) -> torch.Tensor:
+    return torch.stack(
+        [resize(image.unsqueeze(0), (96, 128))[0] for image in samples.photo_crops(12, seed, short_side=(60, 140))]
+    )
+
+
+def fused_errors(images: torch.Tensor, seed: int) -> list[torch.Tensor]:
+    """Per input kind (float in [0, 1], uint8): the fused pass's error against the exact op-by-op chain, in levels."""
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.rand(len(images), 4, generator=generator).argsort(dim=1)
+    brightness, contrast, saturation = 0.6 + 0.8 * torch.rand(3, len(images), generator=generator)
+    errors = []
+    for source in (images.float() / 255, images):
         fused = F.fused_color_normalize(source, brightness, contrast, saturation, mean=MEAN, std=STD)
         exact = F.normalize(F.color_jitter(source, brightness, contrast, saturation, None, order), MEAN, STD)
-        error = ((fused - exact) * torch.tensor(STD).view(1, 3, 1, 1)).abs() * 255
-        assert error.mean() < mean_bound
-        assert (error > 1).double().mean() < fraction_bound
+        errors.append(((fused - exact) * torch.tensor(STD).view(1, 3, 1, 1)).abs() * 255)
+    return errors
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last])
+def test_fused_error_on_photos(memory_format):
+    """The fused pass against the exact op-by-op chain on the stated set (``COLOUR_SEEDS``), the figures
+    README.md and ``fused_color_normalize`` give (measured on the CPU: mean 0.210 levels, 4.03 %
+    over a level, at most 57.1, per set at most 0.484 levels and 10.9 % on float input; mean 1.553
+    and per set at most 2.008 on uint8).
+
+    Float input (clipping between ops is all that differs): mean 0.21 levels, 4 % of values off by
+    more than a level (per set of 12 photos 0.01-0.48 levels, 0.1-11 %), saturated pixels up to
+    ~57 levels. uint8 input adds torchvision's truncation after each op (about -0.5 level per op):
+    mean ~1.6 levels (per set up to 2.0).
+    """
+    means, fractions, largest = [], [], []
+    for seed in COLOUR_SEEDS:
+        errors = fused_errors(colour_set(seed).contiguous(memory_format=memory_format), seed)
+        means.append([error.mean().item() for error in errors])
+        fractions.append([(error > 1).double().mean().item() for error in errors])
+        largest.append(max(error.max().item() for error in errors))
+    means, fractions = torch.tensor(means), torch.tensor(fractions)
+    assert means[:, 0].mean() < 0.25 and fractions[:, 0].mean() < 0.045 and max(largest) < 60  # float, whole set
+    assert means[:, 0].max() < 0.5 and fractions[:, 0].max() < 0.12  # float, worst set of 12
+    assert means[:, 1].mean() < 1.6 and means[:, 1].max() < 2.1  # uint8
 
 
 def test_fused_output_dtype_and_layout(photo_batch):
@@ -321,7 +356,7 @@ def test_fused_output_dtype_and_layout(photo_batch):
     torch.testing.assert_close(out.float(), photo_batch.float() / 255, atol=4e-3, rtol=0)
 
 
-def test_yiq_hue_keeps_grey_and_luma_and_approximates_hsv(photo_batch):
+def test_yiq_hue_keeps_grey_and_luma_and_approximates_hsv():
     hues = torch.linspace(-0.5, 0.5, 12)
     matrices = F.yiq_hue_matrix(hues)
     ones = torch.ones(12, 3, 1)
@@ -329,14 +364,19 @@ def test_yiq_hue_keeps_grey_and_luma_and_approximates_hsv(photo_batch):
     luma = torch.tensor([[0.299, 0.587, 0.114]])
     torch.testing.assert_close(luma @ matrices, luma.expand(12, 1, 3), atol=1e-5, rtol=0)
     torch.testing.assert_close(F.yiq_hue_matrix(torch.zeros(2)), torch.eye(3).expand(2, 3, 3), atol=1e-6, rtol=0)
-    # Not HSV: on photos with hue in [-0.1, 0.1] the mean distance to torchvision's HSV hue is ~9 levels,
-    # and the direction agrees (the opposite rotation is much further off).
-    small = torch.linspace(-0.1, 0.1, 12)
-    hsv = F.adjust_hue(photo_batch.float() / 255, small)
-    yiq = F.fused_color_normalize(photo_batch, hue=small)
-    opposite = F.fused_color_normalize(photo_batch, hue=-small)
-    assert ((hsv - yiq).abs() * 255).mean() < 12
-    assert ((hsv - yiq).abs()).mean() < ((hsv - opposite).abs()).mean()
+    # Not HSV: on the stated set (COLOUR_SEEDS) with hue in [-0.1, 0.1] the mean distance to torchvision's
+    # HSV hue is 10.4 levels (per set of 12 photos 5.4-14.5), and the direction agrees (the opposite
+    # rotation is much further off).
+    distances = []
+    for seed in COLOUR_SEEDS:
+        images = colour_set(seed)
+        small = torch.linspace(-0.1, 0.1, 12)[torch.randperm(12, generator=torch.Generator().manual_seed(seed))]
+        hsv = F.adjust_hue(images.float() / 255, small)
+        yiq = F.fused_color_normalize(images, hue=small)
+        opposite = F.fused_color_normalize(images, hue=-small)
+        distances.append(((hsv - yiq).abs() * 255).mean().item())
+        assert ((hsv - yiq).abs()).mean() < ((hsv - opposite).abs()).mean()
+    assert sum(distances) / len(distances) < 11 and max(distances) < 15
 
 
 # ----------------------------------------------------------------------------------------------

@@ -29,10 +29,16 @@ Bad files follow ``GPULoader``'s policy. When the loader is built it checks ever
 of a format DALI decodes (not GIF), at most ``max_image_pixels`` pixels (DALI would decode a
 20000x20000 PNG into 1.2 GB), a JPEG with its end marker and no marker libjpeg-turbo refuses
 (random bytes written into the compressed data, garbled Huffman tables: DALI's CPU decoder falls
-back to another codec and returns an image). ``on_error="raise"`` raises a ``gpuaug.DecodeError``
+back to another codec and returns an image), a PNG or TIFF of more than 8 bits per sample (DALI
+scales 16-bit samples to 8 bits, PIL and ``GPULoader`` clip 16-bit grayscale at 255: up to 254
+levels apart; they are refused rather than decoded differently). Whatever ``check_files``, a file
+name that is not valid UTF-8 is such a file too (DALI's reader takes UTF-8 names only; ``GPULoader``
+reads it). ``on_error="raise"`` raises a ``gpuaug.DecodeError``
 naming the first such file when the loader is built; ``on_error="skip"`` leaves them out, counted
 in ``stats.skipped`` with one warning listing them. A file DALI still fails on stops the epoch with
-a ``DecodeError`` naming it (DALI names it, or a CPU decode of the data set finds it).
+a ``DecodeError`` naming it (DALI names it, or a CPU decode of the data set finds it). Images of
+different sizes in one batch (no ``transform``, or one without a crop or a fixed-size resize) raise
+``GPULoader``'s ``ValueError`` ("images in a batch have different sizes ...").
 
 What no loader detects: corrupt compressed data holding no invalid marker (a flipped bit, random
 bytes without an ``FF xx`` marker code) decodes to wrong pixels on every decoder: libjpeg-turbo
@@ -47,7 +53,9 @@ Example:
 
 from __future__ import annotations
 
+import io
 import math
+import operator
 import os
 import re
 import stat
@@ -59,6 +67,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from PIL import Image
 
 try:
     from nvidia.dali import fn, pipeline_def, types
@@ -86,6 +95,24 @@ def _dali_runs(role: str | None, transform: T.Transform, native_color: bool) -> 
     if role == "cast":
         return transform.describe()["scale"]
     return role != "jitter" or native_color
+
+
+MAX_THREADS = 1024  # DALI aborts the process (std::terminate) when it cannot start its threads
+MAX_PREFETCH = 64
+_RAGGED = ("IsDenseTensor", "uniform shape")  # DALI's words when a batch's images differ in size
+
+
+def _check_int(name: str, value: Any, low: int, high: int) -> int:
+    """``value`` as an int in ``[low, high]`` (numpy ints too, not bools or floats), or a ``ValueError`` naming it."""
+    try:
+        if isinstance(value, bool):
+            raise TypeError
+        number = operator.index(value)
+    except TypeError:
+        raise ValueError(f"{name} must be an int in [{low}, {high}], got {value!r}") from None
+    if not low <= number <= high:
+        raise ValueError(f"{name} must be an int in [{low}, {high}], got {number!r}")
+    return number
 
 
 _DALI_FORMATS = ("jpeg", "png", "bmp", "tiff", "webp")  # what DALI's image decoder reads (no GIF)
@@ -116,6 +143,42 @@ def _structure_problem(path: str, exif_orientation: bool, max_pixels: int | None
         return f"{(header.format or 'this format').upper()} is not decoded by DALI"
     if not header.complete:
         return "truncated JPEG (no end-of-image marker)"
+    return _bit_depth_problem(bytes(data[:64]) if header.format == "png" else data, header.format)
+
+
+def _bit_depth_problem(data: bytes, kind: str | None) -> str | None:
+    """A PNG or TIFF with more than 8 bits per sample: DALI scales 16-bit samples to 8 bits, where
+    PIL (and so ``GPULoader``) clips 16-bit grayscale at 255 (up to 254 levels apart) and reduces
+    16-bit colour its own way (a level apart)."""
+    depth = 8
+    if kind == "png" and len(data) > 24 and data[12:16] == b"IHDR":
+        depth = data[24]
+    elif kind == "tiff":
+        try:
+            with Image.open(io.BytesIO(data)) as image:
+                bits = image.tag_v2.get(258, 8)
+                depth = max(bits) if isinstance(bits, tuple) else int(bits)
+                if image.mode.startswith(("I", "F")):
+                    depth = max(depth, 16)
+        except Exception:  # noqa: BLE001 - an unreadable tag: let the decoder judge the file
+            return None
+    if depth <= 8:
+        return None
+    return (
+        f"{depth}-bit {kind.upper()}: DALI converts it to 8 bits differently from PIL and GPULoader "
+        "(PIL clips 16-bit grayscale at 255); convert the file to 8 bits, or read it with GPULoader"
+    )
+
+
+def _name_problem(path: str) -> str | None:
+    """A file name DALI's reader cannot take: its ``files`` argument holds UTF-8 strings only."""
+    try:
+        path.encode("utf-8")
+    except UnicodeEncodeError:
+        return (
+            f"its name is not valid UTF-8 ({ascii(os.path.basename(path))}) and DALI's file reader takes UTF-8 "
+            "names only; rename the file, or read it with GPULoader"
+        )
     return None
 
 
@@ -145,10 +208,10 @@ class DALILoader:
         device: ``"cuda"`` (mixed decoder, GPU operators) or ``"cpu"`` (CPU-only pipeline);
             default: CUDA when available.
         dtype, channels_last: the output images' dtype and memory format.
-        num_threads: DALI CPU threads (default: up to 4, at most the CPU count).
-        seed: the pipeline's seed (default: drawn from torch's RNG); equal across ranks.
+        num_threads: DALI CPU threads, 1 to ``MAX_THREADS`` (default: up to 4, at most the CPU count).
+        seed: the pipeline's seed, an int in [0, 2**63) (default: drawn from torch's RNG); equal across ranks.
         shard_id, num_shards: disjoint shards covering the data set (for torchrun).
-        prefetch_queue_depth: DALI's prefetch depth.
+        prefetch_queue_depth: DALI's prefetch depth, 1 to ``MAX_PREFETCH``.
         on_error: ``"raise"`` (a ``DecodeError`` naming the file) or ``"skip"`` (leave it out); see
             the module docstring for what is checked and what cannot be.
         native_color: translate ``ColorJitter`` to ``fn.color_twist`` (DALI's formulas) or run
@@ -158,8 +221,8 @@ class DALILoader:
             ``gpuaug.io.decode.DEFAULT_MAX_PIXELS``, PIL's own bomb limit; None: no limit).
         check_files: read every file once when the loader is built, as ``GPULoader``'s workers
             do (a read and a header parse per file: minutes for ImageNet-1k's 1.28 M files);
-            ``False`` checks only each file's type and size, and DALI's own checks apply (see the
-            module docstring).
+            ``False`` checks only each file's name, type and size, and DALI's own checks apply (see
+            the module docstring; a 16-bit PNG then decodes with DALI's scaling).
 
     Yields:
         ``(images [B, 3, h, w] in dtype on device, labels int64 [B] on device)``.
@@ -195,9 +258,14 @@ class DALILoader:
         self.batch_size, self.shuffle, self.drop_last = batch_size, shuffle, drop_last
         self.dtype, self.channels_last, self.on_error = dtype, channels_last, on_error
         self.shard_id, self.num_shards = shard_id, num_shards
-        self.num_threads = num_threads or max(1, min(4, os.cpu_count() or 1))
-        self.prefetch_queue_depth = prefetch_queue_depth
-        self.seed = int(seed) if seed is not None else int(torch.randint(0, 2**31 - 1, ()).item())  # host RNG
+        self.num_threads = (
+            max(1, min(4, os.cpu_count() or 1)) if num_threads is None else _check_int("num_threads", num_threads, 1, MAX_THREADS)
+        )
+        self.prefetch_queue_depth = _check_int("prefetch_queue_depth", prefetch_queue_depth, 1, MAX_PREFETCH)
+        if seed is None:
+            self.seed = int(torch.randint(0, 2**31 - 1, ()).item())  # host RNG
+        else:  # DALI's seed is an int64, and -1 there means "unseeded"
+            self.seed = _check_int("seed", seed, 0, 2**63 - 1)
         self.exif_orientation = exif_orientation
         self.max_image_pixels = max_image_pixels
         self.stats = LoaderStats()
@@ -209,13 +277,18 @@ class DALILoader:
 
         self._excluded: list[tuple[str, str]] = []
         samples = list(self.source.samples)
+        names = [_name_problem(path) for path, _ in samples]
         if check_files:
             with ThreadPoolExecutor(self.num_threads) as pool:  # file reads overlap; the order is kept
                 problems = list(
-                    pool.map(lambda sample: _structure_problem(sample[0], exif_orientation, max_image_pixels), samples)
+                    pool.map(
+                        lambda sample, name: name or _structure_problem(sample[0], exif_orientation, max_image_pixels),
+                        samples,
+                        names,
+                    )
                 )
         else:
-            problems = [_file_type_problem(path) for path, _ in samples]
+            problems = [name or _file_type_problem(path) for (path, _), name in zip(samples, names)]
         kept = []
         for (path, label), problem in zip(samples, problems):
             if problem is None:
@@ -455,9 +528,29 @@ class DALILoader:
         self.stats.augment_seconds += time.perf_counter() - started
         return images.to(self.device, non_blocking=True), labels.view(-1).to(device=self.device, dtype=torch.int64)
 
+    def _ragged_message(self, scan: int = 256) -> str:
+        """``GPULoader``'s error for a batch of images of different sizes, with sizes read from the
+        first ``scan`` files' headers (DALI does not say which batch)."""
+        sizes: set[tuple[int, int]] = set()
+        for path in self._files[:scan]:
+            try:
+                header = read_header(read_bytes(path), path, self.exif_orientation, max_pixels=None)
+            except (DecodeError, OSError):
+                continue
+            sizes.add(header.oriented_size)
+        shown = ", ".join(f"{height}x{width}" for height, width in sorted(sizes)[:4]) + (" ..." if len(sizes) > 4 else "")
+        return (
+            f"images in a batch have different sizes{f' (the files hold {shown})' if len(sizes) > 1 else ''}; pass "
+            "transform= whose first op is RandomResizedCrop, Resize((height, width)) or CenterCrop so that every image "
+            "gets one size (Resize(int) alone keeps each aspect ratio: add CenterCrop after it)"
+        )
+
     def _decode_error(self, error: RuntimeError) -> Exception:
-        """DALI's pipeline error as a ``DecodeError`` naming the file (found by a CPU scan if DALI did not)."""
+        """DALI's pipeline error as a ``DecodeError`` naming the file (found by a CPU scan if DALI did not),
+        or, for a batch of images of different sizes, ``GPULoader``'s ``ValueError``."""
         message = str(error)
+        if any(words in message for words in _RAGGED):
+            return ValueError(self._ragged_message())
         dali_reason = next(
             (line.strip() for line in message.splitlines() if "failure" in line or "failed" in line.lower()),
             "DALI could not decode it",
