@@ -13,8 +13,10 @@ from gpuaug.interop.kornia import KorniaTransform, from_kornia, is_kornia
 from gpuaug.interop.torchvision import from_torchvision
 from gpuaug.io.decode import DecodeError
 from gpuaug.io.packed import PackedBatch
+from gpuaug.io.shards import WebDataset
 from gpuaug.io.sources import FileList, ImageFolder
 from gpuaug.loader import GPULoader, LoaderStats
+from gpuaug.loader.samplers import DistributedShardSampler, ShardSampler
 from gpuaug.transforms import *  # noqa: F403 - the public transforms, listed in transforms.__all__
 
 __version__ = "0.1.0"
@@ -22,12 +24,15 @@ __version__ = "0.1.0"
 __all__ = [
     *transforms.__all__,
     "DecodeError",
+    "DistributedShardSampler",
     "FileList",
     "GPULoader",
     "ImageFolder",
     "KorniaTransform",
     "LoaderStats",
     "PackedBatch",
+    "ShardSampler",
+    "WebDataset",
     "from_kornia",
     "from_torchvision",
     "functional",

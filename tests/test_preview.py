@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 
@@ -219,3 +220,47 @@ def test_parser_refuses_bad_kornia_calls_in_one_line(text, fragment):
     with pytest.raises(TransformSyntaxError, match=fragment) as caught:
         parse_transform(text)
     assert "\n" not in str(caught.value)
+
+
+# ----------------------------------------------------------------------------------------------
+# Issue 18 (low row) and #24: -o that is no image file, and argparse's own errors, in one line
+# ----------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "output, fragment",
+    [
+        ("{tmp}", "is a folder; give an image file name such as"),  # was "unknown file extension:"
+        ("", "-o/--output is empty"),
+        ("/dev/full", "exists and is not a regular file"),
+        ("{tmp}/grid", "has no image file extension; use one of"),
+        ("{tmp}/grid.xyz", "unknown image file extension '.xyz'"),
+        ("{tmp}/missing/grid.png", "cannot write"),  # names the file, not only "[Errno 2]"
+    ],
+)
+def test_cli_output_that_is_no_image_file_exits_2_with_one_line(tmp_path, capsys, output, fragment):
+    if output == "/dev/full" and not os.path.exists(output):
+        pytest.skip("no /dev/full here")
+    output = output.format(tmp=tmp_path)
+    assert main(["preview", "skimage:chelsea", "-t", "CenterCrop(8)", "-o", output]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error:") and fragment in error, error
+    assert "unknown file extension:" not in error
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (["preview", "skimage:chelsea", "--rows", "abc"], "argument --rows: invalid int value: 'abc'"),
+        (["preview", "skimage:chelsea", "--seed", "1.5"], "argument --seed: invalid int value"),
+        (["preview"], "the following arguments are required: image"),
+        (["preview", "skimage:chelsea", "--bogus"], "unrecognized arguments: --bogus"),
+        (["nope"], "invalid choice: 'nope'"),
+        ([], "the following arguments are required: command"),
+    ],
+)
+def test_cli_argparse_errors_are_one_line(capsys, args, fragment):
+    """argparse printed its usage block (4 lines) before the message: one line now, still exit 2."""
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and error.startswith("error:") and fragment in error and "--help" in error, error

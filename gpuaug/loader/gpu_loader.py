@@ -53,6 +53,8 @@ from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, is_file_list
 from gpuaug.loader.device_stage import DeviceStage, Failures, StageOptions
 from gpuaug.loader.host_batch import HostBatch
 from gpuaug.loader.producer import Producer, hand_over
+from gpuaug.loader.resume import check_state, epoch_state
+from gpuaug.loader.samplers import SkipBatches, check_equal_steps
 from gpuaug.loader.seeding import SeededBatches, draw_epoch_seed, mix_seed
 from gpuaug.loader.worker import WorkerOptions, WorkerSide, collate_host_batch
 
@@ -388,6 +390,8 @@ class GPULoader:
         self.stats = LoaderStats()
         self._epoch: int | None = None
         self._iterations = 0
+        self._epoch_start: tuple | None = None  # (epoch, iterations, epoch seed, generator state) for state_dict()
+        self._taken, self._finished, self._resume = 0, True, None
         self._generation = 0  # persistent workers: the one live iteration (a new iter() supersedes the last)
         self._running: Producer | None = None
 
@@ -417,7 +421,8 @@ class GPULoader:
                 else (RandomSampler(source, generator=generator) if shuffle else SequentialSampler(source))
             )
             self.batch_sampler = BatchSampler(self.sampler, batch_size, drop_last)
-        self._seeded = SeededBatches(self.batch_sampler)
+        self._skipper = SkipBatches(self.batch_sampler)  # a resumed epoch skips the batches it delivered
+        self._seeded = SeededBatches(self._skipper)
         worker_side = WorkerSide(
             source,
             files,
@@ -469,11 +474,38 @@ class GPULoader:
         if hasattr(self.sampler, "set_epoch"):
             self.sampler.set_epoch(epoch)
 
+    def _rng_state(self) -> torch.Tensor:
+        return self.generator.get_state() if self.generator is not None else torch.get_rng_state()
+
+    def state_dict(self) -> dict[str, Any]:
+        """Where the loader stands (``gpuaug.loader.resume``); ``load_state_dict`` on a loader built the same
+        way continues the epoch bit for bit (any ``num_workers``), skipping the taken batches unread."""
+        mid = self._epoch_start is not None and not self._finished
+        start = self._epoch_start if mid else (self._epoch, self._iterations, None, self._rng_state())
+        return epoch_state(*start, self._taken if mid else 0, not mid, batches=len(self), global_rng=self.generator is None)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Resume from ``state_dict()``: the next ``iter(loader)`` continues that epoch (or starts the next)."""
+        self._resume = check_state(state, batches=len(self), global_rng=self.generator is None)
+        self._epoch, self._iterations = state["epoch"], state["iterations"]
+        if state["epoch"] is not None and hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(state["epoch"])
+
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        resume, self._resume = self._resume, None
+        if resume is not None:
+            if self._epoch != resume["epoch"]:
+                raise ValueError(f"the loaded state is for epoch {resume['epoch']}; set_epoch({self._epoch}) was called since")
+            generator_state = resume["generator_state"]
+            self.generator.set_state(generator_state) if self.generator is not None else torch.set_rng_state(generator_state)
+        start_state, iterations = self._rng_state(), self._iterations
         epoch_key = self._epoch if self._epoch is not None else self._iterations
         self._iterations += 1
         epoch_seed = mix_seed(draw_epoch_seed(self.generator), epoch_key)
         self._seeded.epoch_seed = epoch_seed
+        self._epoch_start, self._finished = (self._epoch, iterations, epoch_seed, start_state), False
+        self._taken = self._skipper.skip = resume["num_yielded"] if resume is not None else 0
+        check_equal_steps(self.sampler, len(self.batch_sampler))
         self.stats = stats = LoaderStats(decoder=self.decoder_name)
         failures = Failures(skip=self.on_error == "skip")
         options = StageOptions(self.device, self.dtype, self.channels_last, self.batch_transform)
@@ -527,6 +559,7 @@ class GPULoader:
                 try:
                     images, labels, event = next(batches)
                 except StopIteration:
+                    self._finished = True
                     break
                 except RuntimeError as error:  # torch's SIGCHLD handler may raise here when a worker dies
                     explained = _worker_exit_error(host_iterator, error, wait=1.0) if _torch_says_worker_died(error) else None
@@ -540,6 +573,7 @@ class GPULoader:
                 stats.images += len(labels)
                 stats.batches += 1
                 stats.epoch_seconds = time.perf_counter() - started
+                self._taken += 1
                 yield images, labels
         finally:
             if producer is not None:

@@ -1,0 +1,472 @@
+"""WebDataset tar shards as a map-style byte source, from a folder or any fsspec location.
+
+A shard is a tar file in the WebDataset layout: the members of one sample share a key
+(``00000012_dog_b.jpg`` + ``00000012_dog_b.cls``). :class:`WebDataset` gives random access to
+them: ``source[i] == (image bytes, label)``, like ``ImageFolder``, so the loader's path (and its
+seeded per-index draws) is unchanged, and the same images in shards and in a folder, in the same
+order, give the same batches.
+
+* **Index.** Every shard gets an index of its members' data offsets, sizes and the samples'
+  labels (``<shard>.index.json``; ``python -m gpuaug shards`` writes them), built once by
+  streaming the shard and cached beside it when that location is writable, else in
+  ``cache_dir``. An index whose recorded shard size differs from the shard's is rebuilt (with a
+  warning). Every read checks the member's own tar header (name, size, checksum) and the label
+  read from the shard against the index's: a stale index is a :class:`DecodeError` naming the
+  shard and member, never a silently mislabelled sample.
+* **Reads.** Local shards: positioned reads (``os.pread``). Remote shards (``http://``,
+  ``s3://`` with s3fs, ``memory://``, any fsspec URL): range reads with a timeout, or, with
+  ``cache_bytes``, whole shards fetched once into a local LRU cache of at most that many bytes
+  (a shard larger than the cache is range-read).
+* **Bad input.** A truncated or corrupt shard, a sample without an image or a label, an
+  unreachable URL: a :class:`DecodeError` naming the shard (and member). Sample faults are raised
+  when the sample is read, so ``GPULoader(on_error="skip")`` skips them; shard faults are raised
+  when the source is built, or the shard is left out with a warning under ``on_error="skip"``.
+
+Example:
+    >>> import io, tarfile, tempfile, os
+    >>> folder = tempfile.mkdtemp()
+    >>> with tarfile.open(os.path.join(folder, "shard-0.tar"), "w") as tar:
+    ...     for key, data in (("a.jpg", b"JPEG"), ("a.cls", b"3")):
+    ...         info = tarfile.TarInfo(key); info.size = len(data); tar.addfile(info, io.BytesIO(data))
+    >>> source = WebDataset(os.path.join(folder, "shard-{0..0}.tar"))
+    >>> len(source), source[0], source.samples[0][0].endswith("shard-0.tar#a.jpg")
+    (1, (b'JPEG', 3), True)
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import hashlib
+import json
+import os
+import tarfile
+import tempfile
+import warnings
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from gpuaug.io.decode import DecodeError
+from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, MemberPath
+from gpuaug.io.tar_index import (
+    BLOCK,
+    IMAGE_KEYS,
+    INDEX_FORMAT,
+    INDEX_SUFFIX,
+    LABEL_KEYS,
+    LabelRule,
+    build_index,
+    check_end,
+    expand_urls,
+    is_local,
+    open_fs,
+    parse_size,
+    write_json_atomically,
+)
+
+__all__ = ["ShardCache", "ShardMember", "WebDataset"]
+
+
+class ShardCache:
+    """A folder of whole remote shards, at most ``max_bytes`` in all, the least recently used evicted.
+
+    Shared by the worker processes (downloads land under a temporary name and are renamed; a
+    reader keeps its open descriptor if another process evicts the file).
+
+    Example:
+        >>> cache = ShardCache(tempfile.mkdtemp(), "1MB")
+        >>> cache.max_bytes, cache.used()
+        (1000000, 0)
+    """
+
+    def __init__(self, directory: str | os.PathLike, max_bytes: int | str) -> None:
+        self.directory = os.fspath(directory)
+        self.max_bytes = parse_size(max_bytes)
+
+    def path(self, url: str) -> str:
+        digest = hashlib.sha1(url.encode()).hexdigest()[:16]
+        return os.path.join(self.directory, f"{digest}-{os.path.basename(url.rstrip('/'))[-80:]}")
+
+    def used(self) -> int:
+        """Bytes of finished shards held now."""
+        return sum(size for _, size, _ in self._entries())
+
+    def _entries(self) -> list[tuple[float, int, str]]:
+        entries = []
+        with os.scandir(self.directory) if os.path.isdir(self.directory) else _no_entries() as found:
+            for entry in found:
+                if entry.name.startswith(".") or not entry.is_file():
+                    continue
+                try:
+                    status = entry.stat()
+                except FileNotFoundError:
+                    continue
+                entries.append((status.st_mtime_ns, status.st_size, entry.path))
+        return entries
+
+    def open(self, fs: Any, path: str, url: str, size: int) -> int | None:
+        """A descriptor of the cached whole shard (fetched now if missing), or None when it cannot fit."""
+        if size > self.max_bytes:
+            return None
+        local = self.path(url)
+        try:
+            descriptor = os.open(local, os.O_RDONLY)
+            os.utime(local)  # most recently used
+            return descriptor
+        except FileNotFoundError:
+            pass
+        os.makedirs(self.directory, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".part-")
+        try:
+            with os.fdopen(handle, "wb") as out, fs.open(path, "rb") as remote:
+                while chunk := remote.read(1 << 22):
+                    out.write(chunk)
+            if os.path.getsize(temporary) != size:
+                raise DecodeError(url, f"the download has {os.path.getsize(temporary):,} bytes, the shard {size:,}")
+            descriptor = os.open(temporary, os.O_RDONLY)
+            os.replace(temporary, local)
+        except BaseException:
+            if os.path.exists(temporary):
+                os.unlink(temporary)
+            raise
+        self.evict(keep=local)
+        return descriptor
+
+    def evict(self, keep: str | None = None) -> None:
+        """Delete the least recently used shards until at most ``max_bytes`` remain."""
+        entries = sorted(self._entries())
+        total = sum(size for _, size, _ in entries)
+        for _, size, path in entries:
+            if total <= self.max_bytes:
+                break
+            if path == keep:
+                continue
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            total -= size
+
+
+class _no_entries:
+    def __enter__(self) -> list:
+        return []
+
+    def __exit__(self, *exc: Any) -> None:
+        return None
+
+
+@dataclass
+class _Shard:
+    url: str
+    size: int
+    keys: list[str]
+    members: list[list[list[Any]]]
+    labels: list[int | None]
+
+
+class ShardMember(MemberPath):
+    """``shard#member``: a sample's image in a shard, read by its source (see ``gpuaug.io.sources.MemberPath``)."""
+
+    def __new__(cls, name: str, source: WebDataset, index: int) -> ShardMember:
+        member = super().__new__(cls, name)
+        member.source, member.index = source, index
+        return member
+
+    def read(self, max_bytes: int | None) -> bytes:
+        return self.source.read_image(self.index, max_bytes)
+
+
+class _Samples(Sequence):
+    """``samples[i] == (ShardMember, label)``, made on demand."""
+
+    def __init__(self, source: WebDataset) -> None:
+        self.source = source
+
+    def __len__(self) -> int:
+        return len(self.source.targets)
+
+    def __getitem__(self, index: int) -> tuple[ShardMember, int]:  # type: ignore[override]
+        if isinstance(index, slice):
+            return [self[position] for position in range(*index.indices(len(self)))]
+        shard, row = self.source.locate(index)
+        name = f"{shard.url}#{shard.keys[row]}.{self.source.image_member(shard, row)[0]}"
+        return ShardMember(name, self.source, index % len(self) if index < 0 else index), self.source.targets[index]
+
+
+class WebDataset(FileList):
+    """WebDataset-layout tar shards as a map-style source: ``source[i] == (image bytes, label)``.
+
+    Samples are numbered in shard order, then in the order of their keys' first members in the
+    shard. A ``FileList`` for the loader: ``GPULoader(WebDataset(...))`` reads each image by offset
+    in the workers, with every other behaviour of a folder.
+
+    Args:
+        urls: shard paths or fsspec URLs, a brace pattern (``shard-{000..127}.tar``) or a list.
+        image_keys: image member extensions, the first present is the image.
+        label_keys: label member extensions (text: an integer, or a name in ``classes``).
+        label_field: take the label from this field of the ``.json`` member instead.
+        classes: class names, for labels written as names.
+        cache_dir: where remote shards (with ``cache_bytes``) and indexes that cannot be written
+            beside their shard are kept (default ``$GPUAUG_CACHE`` or ``~/.cache/gpuaug``).
+        cache_bytes: keep up to this many bytes of whole remote shards (``"20GB"``); None or 0:
+            range reads only.
+        timeout: seconds for one remote request.
+        storage_options: passed to fsspec (credentials, endpoints).
+        on_error: ``"raise"`` when a shard cannot be read or indexed, or ``"skip"`` it with a
+            warning (its complete samples before a truncation are kept).
+
+    Attributes:
+        samples: ``(shard#member, label)`` per sample; ``targets``: the labels (-1 where the
+            sample has none: reading it raises); ``shard_ranges``: ``(start, stop)`` sample numbers
+            per shard (for ``ShardSampler``); ``urls``: the shards.
+
+    Raises:
+        DecodeError: naming a shard that cannot be reached, read or indexed (``on_error="raise"``).
+    """
+
+    def __init__(
+        self,
+        urls: str | os.PathLike | Sequence[str | os.PathLike],
+        image_keys: Sequence[str] = IMAGE_KEYS,
+        label_keys: Sequence[str] = LABEL_KEYS,
+        label_field: str | None = None,
+        classes: Sequence[str] | None = None,
+        cache_dir: str | os.PathLike | None = None,
+        cache_bytes: int | str | None = None,
+        timeout: float = 60.0,
+        storage_options: dict[str, Any] | None = None,
+        on_error: str = "raise",
+    ) -> None:
+        if on_error not in ("raise", "skip"):
+            raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+        if not timeout > 0:
+            raise ValueError(f"timeout must be > 0 seconds, got {timeout!r}")
+        self.image_keys = tuple(key.lower().lstrip(".") for key in image_keys)
+        self.rule = LabelRule(
+            tuple(key.lower().lstrip(".") for key in label_keys), label_field, tuple(classes) if classes else None
+        )
+        self.timeout, self.storage_options = float(timeout), dict(storage_options or {})
+        self.cache_dir = os.fspath(cache_dir or os.environ.get("GPUAUG_CACHE") or os.path.expanduser("~/.cache/gpuaug"))
+        self.cache = ShardCache(os.path.join(self.cache_dir, "shards"), cache_bytes) if cache_bytes else None
+        self.shards: list[_Shard] = []
+        for url in expand_urls(urls):
+            try:
+                self.shards.append(self._load(url, on_error))
+            except DecodeError as error:
+                if on_error == "raise":
+                    raise
+                warnings.warn(f"WebDataset leaves out {error}", stacklevel=2)
+        self.urls = [shard.url for shard in self.shards]
+        self._starts = list(np.cumsum([0] + [len(shard.keys) for shard in self.shards]).tolist())
+        self.shard_ranges = list(zip(self._starts[:-1], self._starts[1:]))
+        self.targets = [-1 if label is None else label for shard in self.shards for label in shard.labels]
+        self.samples = _Samples(self)
+        self._handles: OrderedDict[str, tuple[int, int]] = OrderedDict()  # url -> (pid, descriptor)
+
+    # -- building --------------------------------------------------------------------------------
+    def _index_places(self, url: str, fs: Any) -> list[str]:
+        digest = hashlib.sha1(json.dumps([url, self.rule.describe()]).encode()).hexdigest()[:20]
+        cached = os.path.join(self.cache_dir, "index", f"{digest}{INDEX_SUFFIX}")
+        return [url + INDEX_SUFFIX, cached]
+
+    def _load(self, url: str, on_error: str) -> _Shard:
+        try:
+            fs, path = open_fs(url, self.storage_options, self.timeout)
+            size = int(fs.size(path))
+        except DecodeError:
+            raise
+        except Exception as error:  # fsspec and its backends raise many kinds
+            raise DecodeError(url, f"cannot reach the shard ({type(error).__name__}: {error})") from None
+        beside, cached = self._index_places(url, fs)
+        for place in (beside, cached):
+            index = self._read_index(place)
+            if index is None:
+                continue
+            if index.get("shard_bytes") == size and index.get("label") == self.rule.describe():
+                return _Shard(url, size, index["keys"], index["members"], index["labels"])
+            if index.get("shard_bytes") != size:
+                warnings.warn(
+                    f"the index {place} is for a shard of {index.get('shard_bytes')} bytes, {url} has {size}: rebuilt",
+                    stacklevel=3,
+                )
+        try:
+            options = {} if is_local(fs) else {"block_size": 1 << 22}
+            with fs.open(path, "rb", **options) as stream:
+                built = build_index(stream, url, self.rule, partial=True)
+            if built["error"] is None:
+                try:
+                    check_end(self._read_range(fs, path, url, built["end"], min(size, built["end"] + BLOCK)), url, built["last"])
+                except DecodeError as error:
+                    built["error"] = error
+                    for field in ("keys", "members", "labels"):  # the last sample may miss members: left out
+                        del built[field][-1:]
+        except DecodeError:
+            raise
+        except Exception as error:
+            raise DecodeError(url, f"cannot read the shard ({type(error).__name__}: {error})") from None
+        if built["error"] is not None:
+            if on_error == "raise":
+                raise built["error"]
+            warnings.warn(f"WebDataset keeps the samples of {url} before the damage: {built['error'].reason}", stacklevel=3)
+            return _Shard(url, size, built["keys"], built["members"], built["labels"])
+        index = {"format": INDEX_FORMAT, "version": 1, "shard_bytes": size, "label": self.rule.describe()}
+        index.update(keys=built["keys"], members=built["members"], labels=built["labels"])
+        self._write_index(index, beside, cached)
+        return _Shard(url, size, built["keys"], built["members"], built["labels"])
+
+    def _read_index(self, place: str) -> dict[str, Any] | None:
+        try:
+            fs, path = open_fs(place, self.storage_options, self.timeout)
+            with fs.open(path, "rb") as file:
+                index = json.load(file)
+        except Exception:  # absent, unreachable or unreadable: build it
+            return None
+        ok = isinstance(index, dict) and index.get("format") == INDEX_FORMAT and index.get("version") == 1
+        return index if ok else None
+
+    @staticmethod
+    def _write_index(index: dict[str, Any], beside: str, cached: str) -> None:
+        for place in (beside, cached):
+            try:
+                write_json_atomically(place, index)
+                return
+            except Exception:  # not writable there (read-only folder, HTTP): the next place
+                continue
+
+    # -- reading ---------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def locate(self, index: int) -> tuple[_Shard, int]:
+        """The shard holding sample ``index`` and the sample's row in it."""
+        if not -len(self) <= index < len(self):
+            raise IndexError(f"sample {index} out of range for {len(self)} samples")
+        index %= len(self)
+        number = bisect.bisect_right(self._starts, index) - 1
+        return self.shards[number], index - self._starts[number]
+
+    def image_member(self, shard: _Shard, row: int) -> list[Any]:
+        """``[extension, offset, size]`` of the sample's image (the first of ``image_keys`` present)."""
+        found = {member[0]: member for member in shard.members[row]}
+        member = next((found[key] for key in self.image_keys if key in found), None)
+        if member is None:
+            have = ", ".join(sorted(found)) or "nothing"
+            raise DecodeError(f"{shard.url}#{shard.keys[row]}", f"no image member ({'/'.join(self.image_keys)}); it has {have}")
+        return member
+
+    def _label_member(self, shard: _Shard, row: int) -> list[Any]:
+        found = {member[0]: member for member in shard.members[row]}
+        member = next((found[key] for key in self.rule.members() if key in found), None)
+        if member is None:
+            have = ", ".join(sorted(found)) or "nothing"
+            raise DecodeError(
+                f"{shard.url}#{shard.keys[row]}", f"no label member ({'/'.join(self.rule.members())}); it has {have}"
+            )
+        return member
+
+    def read_image(self, index: int, max_bytes: int | None = DEFAULT_MAX_BYTES) -> bytes:
+        """The image bytes of sample ``index``, its tar headers and label checked against the index.
+
+        Raises:
+            DecodeError: naming ``shard#member``: no image or label, an unreadable label, a stale
+                index, a short read, an unreachable shard or an image over ``max_bytes``.
+        """
+        shard, row = self.locate(index)
+        key = shard.keys[row]
+        image, label = self.image_member(shard, row), self._label_member(shard, row)
+        where = f"{shard.url}#{key}.{image[0]}"
+        if max_bytes is not None and image[2] > max_bytes:
+            raise DecodeError(where, f"the member has {image[2]:,} bytes, more than max_bytes={max_bytes:,}")
+        pieces = self._read_members(shard, [image, label], where)
+        for (extension, _, size), (header, _data) in zip([image, label], pieces):
+            self._check_header(header, f"{key}.{extension}", size, shard.url)
+        value = self.rule.parse(pieces[1][1], f"{shard.url}#{key}.{label[0]}")
+        if shard.labels[row] != value:
+            raise DecodeError(where, f"the index no longer matches the shard: label {shard.labels[row]} indexed, {value} read")
+        return pieces[0][1]
+
+    @staticmethod
+    def _check_header(header: bytes, name: str, size: int, url: str) -> None:
+        try:
+            info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
+            ok = info.size == size and (info.name == name or name.startswith(info.name) or name.endswith(info.name))
+        except tarfile.HeaderError:
+            ok = False
+        if not ok:
+            raise DecodeError(
+                f"{url}#{name}", "the index no longer matches the shard (no tar header of this member at its offset)"
+            )
+
+    def _read_members(self, shard: _Shard, members: list[list[Any]], where: str) -> list[tuple[bytes, bytes]]:
+        """Each member's header block and data, in one read where they are close."""
+        spans = [(offset - BLOCK, offset + size) for _, offset, size in members]
+        start, stop = min(s for s, _ in spans), max(e for _, e in spans)
+        if stop - start <= sum(e - s for s, e in spans) + (1 << 16):
+            block = self._read(shard, start, stop, where)
+            return [(block[s - start : s - start + BLOCK], block[s - start + BLOCK : e - start]) for s, e in spans]
+        out = []
+        for s, e in spans:
+            block = self._read(shard, s, e, where)
+            out.append((block[:BLOCK], block[BLOCK:]))
+        return out
+
+    def _read(self, shard: _Shard, start: int, stop: int, where: str) -> bytes:
+        if start < 0 or stop > shard.size:
+            raise DecodeError(where, f"the index no longer matches the shard (bytes {start}..{stop} of {shard.size})")
+        try:
+            descriptor = self._descriptor(shard)
+            if descriptor is not None:
+                data = os.pread(descriptor, stop - start, start)
+            else:
+                fs, path = open_fs(shard.url, self.storage_options, self.timeout)
+                data = self._read_range(fs, path, shard.url, start, stop)
+        except DecodeError as error:
+            raise DecodeError(where, error.reason) from None
+        except Exception as error:
+            raise DecodeError(where, f"cannot read the shard ({type(error).__name__}: {error})") from None
+        if len(data) != stop - start:
+            raise DecodeError(where, f"short read: {len(data)} of {stop - start} bytes (truncated shard?)")
+        return data
+
+    @staticmethod
+    def _read_range(fs: Any, path: str, url: str, start: int, stop: int) -> bytes:
+        if start >= stop:
+            return b""
+        data = fs.cat_file(path, start=start, end=stop)
+        if len(data) > stop - start:
+            raise DecodeError(url, f"the server answered a range request with {len(data):,} bytes, not {stop - start:,}")
+        return data
+
+    def _descriptor(self, shard: _Shard) -> int | None:
+        """An open descriptor on the shard's bytes (local, or cached whole), per process; None: range reads."""
+        pid = os.getpid()
+        held = self._handles.get(shard.url)
+        if held is not None and held[0] == pid:
+            self._handles.move_to_end(shard.url)
+            return held[1]
+        fs, path = open_fs(shard.url, self.storage_options, self.timeout)
+        if is_local(fs):
+            descriptor = os.open(path, os.O_RDONLY)
+        elif self.cache is not None:
+            descriptor = self.cache.open(fs, path, shard.url, shard.size)
+            if descriptor is None:
+                return None
+        else:
+            return None
+        self._handles[shard.url] = (pid, descriptor)
+        while len(self._handles) > 16:
+            _, (owner, old) = self._handles.popitem(last=False)
+            if owner == pid:
+                os.close(old)
+        return descriptor
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handles"] = OrderedDict()  # descriptors stay in their process
+        return state
+
+    def __repr__(self) -> str:
+        return f"WebDataset(shards={len(self.shards)}, samples={len(self)}, first={self.urls[0] if self.urls else None!r})"
