@@ -369,3 +369,9 @@ def test_member_over_the_size_limit_is_refused(shards):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert len(source.samples[2:5]) == 3
+
+
+def test_dali_refuses_shards_naming_the_reader_that_takes_them(shards):
+    dali = pytest.importorskip("gpuaug.dali")
+    with pytest.raises(TypeError, match=r"shard members \(ga.WebDataset\) are read by GPULoader"):
+        dali.DALILoader(ga.WebDataset([str(path) for path in shards]), batch_size=2, device="cpu")

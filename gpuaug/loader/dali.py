@@ -79,7 +79,7 @@ except ImportError as error:  # pragma: no cover - exercised by hiding the modul
 from gpuaug import transforms as T
 from gpuaug.fusion.plan import GEOMETRIC
 from gpuaug.io.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_cpu, read_header
-from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, ImageFolder, is_file_list, read_bytes
+from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, ImageFolder, MemberPath, is_file_list, read_bytes
 from gpuaug.loader.gpu_loader import LoaderStats, as_compose, check_loader_arguments, resolve_device
 from gpuaug.loader.seeding import mix_seed as _mix
 
@@ -311,6 +311,10 @@ class DALILoader:
         if isinstance(source, (str, os.PathLike)):
             return ImageFolder(source)
         if isinstance(source, FileList):
+            if source.samples and isinstance(source.samples[0][0], MemberPath):
+                raise TypeError(
+                    "DALILoader reads files; shard members (ga.WebDataset) are read by GPULoader, which takes the same transforms"
+                )
             return source
         if is_file_list(source):
             return FileList(source)
