@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("interrupted; the last finished epoch's checkpoint is kept", file=sys.stderr)
+        print("interrupted; the last checkpoint written is kept", file=sys.stderr)
         return 130
     finally:
         import torch.distributed as dist

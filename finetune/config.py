@@ -73,7 +73,18 @@ class Config:
     out: str = field(
         default="runs/finetune", metadata=_help("output folder: config.json, metrics.jsonl, curves.png, checkpoint.pt")
     )
-    resume: str | None = field(default=None, metadata=_help("continue from this folder's checkpoint.pt (writes there)"))
+    resume: str | None = field(
+        default=None,
+        metadata=_help("continue from this folder's checkpoint.pt (writes there); a mid-epoch one continues inside its epoch"),
+    )
+    checkpoint_every: int = field(
+        default=0,
+        metadata=_help(
+            "also write checkpoint.pt every N optimizer steps, in the middle of an epoch, with the loader's position, "
+            "the schedule and the epoch's running metrics: --resume continues there bit for bit (0: at epoch ends only). "
+            "Needs --loader gpu: --loader torch and dali refuse N > 0 (exit 2), they checkpoint at epoch ends only"
+        ),
+    )
 
     @property
     def test_resize(self) -> int:
@@ -163,6 +174,12 @@ def validate(config: Config) -> Config:
         (config.mix_mode in MIX_MODES, f"--mix-mode must be one of {', '.join(MIX_MODES)}, got {config.mix_mode!r}"),
         (0 <= config.label_smoothing < 1, f"--label-smoothing must be in [0, 1), got {config.label_smoothing}"),
         (config.out != "", "--out must name a folder, got an empty string"),
+        (config.checkpoint_every >= 0, f"--checkpoint-every must be >= 0 (0: at epoch ends only), got {config.checkpoint_every}"),
+        (
+            config.checkpoint_every == 0 or config.loader == "gpu",
+            f"--checkpoint-every {config.checkpoint_every} needs --loader gpu (only GPULoader can resume mid-epoch; "
+            f"use --checkpoint-every 0 with --loader {config.loader})",
+        ),
     ]
     for ok, message in checks:
         if not ok:

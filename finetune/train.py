@@ -12,6 +12,7 @@ import errno
 import json
 import math
 import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -31,6 +32,8 @@ from finetune.model import build_model, parameter_groups, pretrained_available
 CHECKPOINT = "checkpoint.pt"
 METRICS = "metrics.jsonl"
 CHECK_LOSS_EVERY = 50  # steps between reads of the running loss (one host sync each) to stop a diverged run early
+# For the tests only: the process SIGKILLs itself right after writing the mid-epoch checkpoint of this optimizer step
+KILL_AFTER_STEP = "FINETUNE_TEST_KILL_AFTER_STEP"
 
 
 # ================================================================================================
@@ -317,9 +320,14 @@ def load_checkpoint(folder: Path) -> dict:
     missing = [key for key in CHECKPOINT_KEYS if not isinstance(checkpoint, dict) or key not in checkpoint]
     if missing:
         raise ConfigError(f"--resume {folder}: {path} is not a finetune checkpoint (no {', '.join(missing)}); {advice}")
-    epoch = checkpoint["epoch"]
-    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < 0:
+    epoch = checkpoint["epoch"]  # the last finished epoch (0-based); -1 for a mid-epoch checkpoint in the first epoch
+    lowest = -1 if "partial" in checkpoint else 0
+    if not isinstance(epoch, int) or isinstance(epoch, bool) or epoch < lowest:
         raise ConfigError(f"--resume {folder}: {path} holds an invalid epoch {epoch!r}; {advice}")
+    if "partial" in checkpoint:
+        bad = partial_problem(checkpoint["partial"], epoch + 1)
+        if bad:
+            raise ConfigError(f"--resume {folder}: {path} holds an invalid mid-epoch position ({bad}); {advice}")
     if "metrics" in checkpoint:  # older checkpoints have none (their rows are read from metrics.jsonl)
         bad = metrics_problem(checkpoint["metrics"], epoch + 1)
         if bad:
@@ -328,6 +336,28 @@ def load_checkpoint(folder: Path) -> dict:
 
 
 METRIC_KEYS = ("train_loss", "train_acc", "test_acc")  # besides "epoch": what the curves plot
+
+
+def partial_problem(partial: Any, epoch: int) -> str | None:
+    """What is wrong with a mid-epoch checkpoint's ``partial`` (see :func:`run`) for 0-based ``epoch``; None if nothing."""
+
+    def is_int(value) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool)
+
+    if not isinstance(partial, dict):
+        return f"a {type(partial).__name__}, not a dict"
+    if partial.get("epoch") != epoch or not is_int(partial.get("epoch")):
+        return f"its epoch is {partial.get('epoch')!r:.40}, not {epoch} (the one after the last finished)"
+    if not is_int(partial.get("step")) or partial["step"] < 1:
+        return f"its step is {partial.get('step')!r:.40}, not an int >= 1"
+    totals = partial.get("totals")
+    if not isinstance(totals, torch.Tensor) or totals.shape != (2,):
+        return "its totals are not a tensor of 2 sums"
+    if not isinstance(partial.get("mix"), torch.Tensor) or not isinstance(partial.get("loader"), dict):
+        return "no mix generator state or no loader state"
+    if not is_int(partial.get("images")) or not all(isinstance(partial.get(key), float) for key in ("waited", "seconds")):
+        return "its image count or timings are not numbers"
+    return None
 
 
 def metric_row_problem(row: Any, last: int) -> str | None:
@@ -404,13 +434,35 @@ def make_mix(config: Config, num_classes: int) -> ga.RandomMix | None:
 
 
 def train_epoch(
-    model, loader, optimizer, scheduler, scaler, criterion, config: Config, runtime: Runtime, bar, mix=None, mix_generator=None
+    model,
+    loader,
+    optimizer,
+    scheduler,
+    scaler,
+    criterion,
+    config: Config,
+    runtime: Runtime,
+    bar,
+    mix=None,
+    mix_generator=None,
+    *,
+    save_partial: Callable[[dict], None] | None = None,
+    resumed: dict | None = None,
 ) -> dict:
+    """One epoch (or, ``resumed`` from a mid-epoch checkpoint's ``partial``, the rest of one: the loader was loaded
+    with its state). With ``save_partial``, after every ``--checkpoint-every``-th optimizer step of the run that is
+    not the epoch's last batch, it is called on every rank with the epoch's position and running sums (all ranks')."""
     model.train()
     # Device-side sums (no sync per step); the image count is known on the host.
     totals = torch.zeros(2, dtype=torch.float64, device=runtime.device)  # loss sum, correct
-    waited, started, step, images_seen = 0.0, time.perf_counter(), 0, 0
+    waited, started, step, images_seen, earlier_seconds = 0.0, time.perf_counter(), 0, 0, 0.0
+    if resumed is not None:
+        step, earlier_seconds = resumed["step"], resumed["seconds"]
+        if runtime.main:  # the sums saved are all ranks': one rank carries them into the all-reduce at the end
+            totals += resumed["totals"].to(runtime.device, torch.float64)
+            images_seen, waited = resumed["images"], resumed["waited"]
     steps = len(loader)
+    every = config.checkpoint_every
     iterator = iter(loader)
     while True:
         before = time.perf_counter()
@@ -442,14 +494,30 @@ def train_epoch(
         if bar is not None:
             bar.update(1)
             if step % 5 == 0 or step == steps:  # reading the loss syncs: only now and then
+                elapsed = time.perf_counter() - started + earlier_seconds
                 bar.set_postfix(
                     loss=f"{totals[0].item() / images_seen:.3f}",
-                    img_s=f"{images_seen * runtime.world / (time.perf_counter() - started):.0f}",
-                    wait=f"{waited / (time.perf_counter() - started):.0%}",
+                    img_s=f"{images_seen * runtime.world / elapsed:.0f}",
+                    wait=f"{waited / elapsed:.0%}",
                 )
+        # scheduler.last_epoch counts the run's optimizer steps (restored on resume); every rank decides alike.
+        # Not after the epoch's last batch: the epoch-end checkpoint follows, with its test accuracy.
+        if save_partial is not None and every > 0 and last_micro and step < steps and scheduler.last_epoch % every == 0:
+            host = torch.tensor([images_seen, waited], dtype=torch.float64, device=runtime.device)
+            sums = all_sum(torch.cat([totals, host]), runtime).cpu()
+            check_finite(sums[0].item(), step, config)  # never a diverged model over the last good checkpoint
+            save_partial(
+                {
+                    "step": step,
+                    "totals": sums[:2].clone(),
+                    "images": int(sums[2]),
+                    "waited": float(sums[3]),
+                    "seconds": time.perf_counter() - started + earlier_seconds,
+                }
+            )
     if runtime.device.type == "cuda":
         torch.cuda.synchronize(runtime.device)
-    seconds = time.perf_counter() - started
+    seconds = time.perf_counter() - started + earlier_seconds
     host = torch.tensor([images_seen, waited], dtype=torch.float64, device=runtime.device)
     loss_sum, correct, count, waits = all_sum(torch.cat([totals, host]), runtime).tolist()
     check_finite(loss_sum, step, config)
@@ -470,7 +538,7 @@ def check_finite(loss_sum: float, step: int, config: Config) -> None:
     if not math.isfinite(loss_sum):
         raise RunError(
             f"the training loss is not finite ({loss_sum}) by step {step} of the epoch: the run diverged at --lr {config.lr}; "
-            "lower --lr (or add --warmup-epochs); the checkpoint of the last finished epoch, if any, is kept"
+            "lower --lr (or add --warmup-epochs); the last checkpoint written, if any, is kept"
         )
 
 
@@ -548,6 +616,12 @@ def run(config: Config, say=print) -> dict:
             "cannot write in this folder (read-only file system or no permission)"
         )
     checkpoint = load_checkpoint(out) if config.resume else None
+    partial = checkpoint.get("partial") if checkpoint is not None else None  # a mid-epoch checkpoint's position
+    if partial is not None and config.loader != "gpu":  # before the data and the model: a second, not a minute
+        raise ConfigError(
+            f"--resume: {out / CHECKPOINT} was written at step {partial['step']} of epoch {partial['epoch'] + 1}; "
+            f"only --loader gpu can continue in the middle of an epoch, not --loader {config.loader}"
+        )
     if checkpoint is not None and checkpoint["epoch"] + 1 >= config.epochs:
         if runtime.main:
             say(
@@ -616,10 +690,21 @@ def run(config: Config, say=print) -> dict:
         if saved_classes != classes:
             raise ConfigError(f"--resume: {out / CHECKPOINT} was trained on classes {saved_classes}, --data has {classes}")
         restore(checkpoint, out / CHECKPOINT, module, optimizer, scheduler, scaler, generator, runtime)
-        start_epoch = checkpoint["epoch"] + 1
+        start_epoch = checkpoint["epoch"] + 1  # the epoch after the last finished: the one a mid-epoch checkpoint is in
         history = resumed_metrics(checkpoint, metrics_path)
+        if partial is not None:
+            try:  # the next iter(train_loader) yields the rest of that epoch; the loop's set_epoch gives the same epoch
+                train_loader.load_state_dict(partial["loader"])
+            except (KeyError, TypeError, ValueError) as error:  # e.g. another --batch-size: other batches per epoch
+                raise ConfigError(
+                    f"--resume: {out / CHECKPOINT} does not fit this run (the loader's position: {error})"
+                ) from None
         if runtime.main:
-            say(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
+            if partial is not None:
+                step, steps = partial["step"], len(train_loader)
+                say(f"resuming {out} in epoch {start_epoch + 1} of {config.epochs}, after its step {step} of {steps}")
+            else:
+                say(f"resuming {out} after epoch {start_epoch} of {config.epochs}")
     if runtime.main:
         if checkpoint is not None:
             write_metrics(metrics_path, history)
@@ -643,6 +728,35 @@ def run(config: Config, say=print) -> dict:
         write_atomically(out / "config.json", lambda file: file.write((json.dumps(resolved, indent=2) + "\n").encode()))
 
     # --- the loop -------------------------------------------------------------------------------
+    def state(last_finished: int) -> dict:
+        """What a checkpoint holds after the 0-based epoch ``last_finished`` (-1: none yet), and for the steps since."""
+        return {
+            "epoch": last_finished,
+            "model": module.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),
+            "config": dataclasses.asdict(config),
+            "classes": classes,
+            "metrics": history,
+            "rng": {
+                "torch": torch.get_rng_state(),
+                "loader": generator.get_state(),
+                "cuda": torch.cuda.get_rng_state(runtime.device) if runtime.device.type == "cuda" else None,
+            },
+        }
+
+    def save_partial(epoch: int, position: dict) -> None:
+        """A mid-epoch checkpoint (``--checkpoint-every``): the epoch's finished rows as ever, plus ``partial``: the
+        epoch, the step in it, the running sums of its metrics, the loader's state_dict and the mix generator's state.
+        metrics.jsonl is not rewritten: it has no row for an unfinished epoch."""
+        if not runtime.main:
+            return
+        extra = {"epoch": epoch, **position, "loader": train_loader.state_dict(), "mix": mix_generator.get_state()}
+        save_checkpoint(out / CHECKPOINT, {**state(epoch - 1), "partial": extra})
+        if os.environ.get(KILL_AFTER_STEP) == str(scheduler.last_epoch):  # the tests' kill -9, right after the write
+            os.kill(os.getpid(), signal.SIGKILL)
+
     show_bar = runtime.main and not config.quiet and sys.stderr.isatty()
     metrics: dict[str, Any] = {}
     seen: list[int] = []
@@ -657,10 +771,26 @@ def run(config: Config, say=print) -> dict:
         if show_bar:
             from tqdm import tqdm
 
-            bar = tqdm(total=len(train_loader), desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
+            initial = partial["step"] if partial is not None and epoch == start_epoch else 0
+            bar = tqdm(total=len(train_loader), initial=initial, desc=f"epoch {epoch + 1}/{config.epochs}", leave=False)
         mix_generator.manual_seed((config.seed * 1_000_003 + epoch + 1) % 2**63)  # per epoch: a resumed run draws the same mixes
+        resumed = partial if partial is not None and epoch == start_epoch else None
+        if resumed is not None:
+            mix_generator.set_state(resumed["mix"])  # where the interrupted run's mixes stood
         result = train_epoch(
-            model, train_loader, optimizer, scheduler, scaler, criterion, config, runtime, bar, mix, mix_generator
+            model,
+            train_loader,
+            optimizer,
+            scheduler,
+            scaler,
+            criterion,
+            config,
+            runtime,
+            bar,
+            mix,
+            mix_generator,
+            save_partial=lambda position, epoch=epoch: save_partial(epoch, position),
+            resumed=resumed,
         )
         if bar is not None:
             bar.close()
@@ -668,24 +798,7 @@ def run(config: Config, say=print) -> dict:
         metrics = {"epoch": epoch + 1, **result, "test_acc": test_acc, "lr": optimizer.param_groups[-1]["lr"]}
         history.append(metrics)
         if runtime.main:  # checkpoint, then metrics (and before anything else): whatever happens next, this epoch is kept
-            save_checkpoint(
-                out / CHECKPOINT,
-                {
-                    "epoch": epoch,
-                    "model": module.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                    "scaler": scaler.state_dict(),
-                    "config": dataclasses.asdict(config),
-                    "classes": classes,
-                    "metrics": history,
-                    "rng": {
-                        "torch": torch.get_rng_state(),
-                        "loader": generator.get_state(),
-                        "cuda": torch.cuda.get_rng_state(runtime.device) if runtime.device.type == "cuda" else None,
-                    },
-                },
-            )
+            save_checkpoint(out / CHECKPOINT, state(epoch))
             write_metrics(metrics_path, history)
             plot_curves(metrics_path, out / "curves.png")
             say(

@@ -1,5 +1,5 @@
 """finetune: learning, learning-rate groups, AMP wiring, resume, DDP on gloo, bad arguments, damaged run folders, crashes
-and full disks at a checkpoint, diverging runs, the demo data."""
+and full disks at a checkpoint, diverging runs, the demo data, mid-epoch checkpoints (a crash or kill -9, then --resume)."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import json
 import math
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -221,6 +222,12 @@ def test_two_process_gloo_ddp(tinted, tmp_path):
         (["--data", "{oneclass}"], "train/ has one class folder (warm); a classifier needs at least 2 classes"),
         # the last partial batch is dropped in training: a batch larger than the data set would make no step
         (["--data", "{tinted}", "--batch-size", "100"], "--batch-size 100 is more than the 48 training images"),
+        # issue 17: mid-epoch checkpoints
+        (["--data", "{tinted}", "--checkpoint-every", "-1"], "--checkpoint-every must be >= 0 (0: at epoch ends only), got -1"),
+        (["--data", "{tinted}", "--checkpoint-every", "2.5"], "argument --checkpoint-every: invalid int value: '2.5'"),
+        (["--data", "{tinted}", "--checkpoint-every", "x"], "argument --checkpoint-every: invalid int value: 'x'"),
+        (["--data", "{tinted}", "--checkpoint-every", "5"], "--checkpoint-every 5 needs --loader gpu"),  # common: torch
+        (["--data", "{tinted}", "--checkpoint-every", "5", "--loader", "dali"], "--checkpoint-every 5 needs --loader gpu"),
     ],
 )
 def test_bad_arguments_exit_2_with_one_line(tinted, tmp_path, capsys, arguments, fragment):
@@ -381,6 +388,11 @@ DAMAGES = {
         "checkpoint.pt",
         lambda data: _saved({**_loaded(data), "metrics": [{"epoch": 1, "train_loss": "x"}]}),
         "epoch 1's train_loss is 'x', not a number",
+    ),
+    "bad mid-epoch position": (
+        "checkpoint.pt",
+        lambda data: _saved({**_loaded(data), "partial": {"epoch": 7, "step": 1}}),
+        "holds an invalid mid-epoch position (its epoch is 7, not 1",
     ),
     "config bad value": (
         "config.json",
@@ -650,3 +662,104 @@ def test_resume_says_exactly_what_is_missing(finished_run, tmp_path, capsys, rem
     assert main(["--resume", str(folder), "--quiet"]) == 2
     error = capsys.readouterr().err
     assert error.startswith(f"error: --resume {folder}: ") and error.count("\n") == 1 and fragment in error, error
+
+
+# ------------------------------------------------------------------------------------------------
+# Mid-epoch checkpoints (issue 17): --checkpoint-every N, a crash or a kill -9 after one, --resume inside the epoch
+# ------------------------------------------------------------------------------------------------
+def mid_epoch(data: Path, out: Path, **changes) -> Config:
+    """4 steps of batch 2 per epoch, 2 epochs; momentum, warm-up then cosine, MixUp: every state a resume must restore."""
+    options = {"lr": 0.002, "momentum": 0.9, "schedule": "cosine", "warmup_epochs": 0.5, "mixup": 0.4, **changes}
+    return tiny(data, out, epochs=2, batch_size=2, image_size=16, **options)
+
+
+def as_flags(config: Config) -> list[str]:
+    """The command line of ``config``."""
+    argv = []
+    for item in dataclasses.fields(Config):
+        value = getattr(config, item.name)
+        if isinstance(value, bool):
+            argv.append(("--" if value else "--no-") + item.name.replace("_", "-"))
+        elif value is not None:
+            argv += ["--" + item.name.replace("_", "-"), str(value)]
+    return argv
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(small, tmp_path_factory) -> Path:
+    """The reference: the same run without a checkpoint inside an epoch, workers 0."""
+    folder = tmp_path_factory.mktemp("uninterrupted") / "run"
+    run(mid_epoch(small, folder), say=lambda *_: None)
+    return folder
+
+
+def assert_same_run(folder: Path, reference: Path) -> None:
+    """The final weights, momentum buffers and LR schedule bit for bit, and the same metric rows."""
+    got = torch.load(folder / "checkpoint.pt", weights_only=True)
+    want = torch.load(reference / "checkpoint.pt", weights_only=True)
+    assert got["epoch"] == want["epoch"] == 1 and "partial" not in got
+    assert got["model"].keys() == want["model"].keys()
+    assert all(torch.equal(got["model"][key], want["model"][key]) for key in want["model"]), "weights differ"
+    momentum = [state["momentum_buffer"] for state in got["optimizer"]["state"].values()]
+    assert len(momentum) == len(want["optimizer"]["state"]) and all(
+        torch.equal(buffer, want["optimizer"]["state"][key]["momentum_buffer"])
+        for buffer, key in zip(momentum, got["optimizer"]["state"])
+    )
+    assert got["scheduler"] == want["scheduler"] and got["scheduler"]["last_epoch"] == 8
+    keys = ("epoch", "train_loss", "train_acc", "test_acc", "lr", "train_images")
+    assert [[row[key] for key in keys] for row in metric_rows(folder)] == [
+        [row[key] for key in keys] for row in metric_rows(reference)
+    ]
+    assert not (folder / "checkpoint.pt.tmp").exists()
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_a_crash_after_a_mid_epoch_checkpoint_resumes_bit_identical(small, uninterrupted, tmp_path, monkeypatch, capsys, workers):
+    folder = tmp_path / "run"
+    written = []
+    real_save = train.save_checkpoint
+
+    def save(path, state):
+        real_save(path, state)
+        written.append((state["epoch"], state.get("partial", {}).get("step")))
+        if "partial" in state and state["partial"]["epoch"] == 1:
+            raise Killed  # right after the checkpoint at the run's optimizer step 6 (step 2 of epoch 2)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(train, "save_checkpoint", save)
+        with pytest.raises(Killed):
+            run(mid_epoch(small, folder, workers=workers, checkpoint_every=3), say=lambda *_: None)
+    # step 3 of epoch 1 (a partial checkpoint with no finished epoch), epoch 1's end (step 4), step 2 of epoch 2
+    assert written == [(-1, 3), (0, None), (0, 2)]
+    assert [row["epoch"] for row in metric_rows(folder)] == [1]
+    capsys.readouterr()
+    assert main(["--resume", str(folder), "--quiet"]) == 0
+    assert capsys.readouterr().out.startswith(f"resuming {folder} in epoch 2 of 2, after its step 2 of 4\n")
+    assert_same_run(folder, uninterrupted)
+
+
+def test_kill_9_right_after_a_mid_epoch_checkpoint_resumes_bit_identical(small, uninterrupted, tmp_path, capsys):
+    folder = tmp_path / "run"
+    config = mid_epoch(small, folder, workers=2, checkpoint_every=3)
+    env = {**os.environ, train.KILL_AFTER_STEP: "3"}  # SIGKILLs itself after writing the checkpoint at step 3 of 4
+    killed = subprocess.run(
+        [sys.executable, "-m", "finetune", *as_flags(config)], env=env, cwd=REPO, capture_output=True, text=True, timeout=300
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    saved = torch.load(folder / "checkpoint.pt", weights_only=True)
+    assert saved["epoch"] == -1 and saved["partial"]["step"] == 3 and saved["partial"]["loader"]["num_yielded"] == 3
+    assert not (folder / "metrics.jsonl").exists()  # no epoch finished
+
+    # what cannot continue there is refused in one line, the checkpoint untouched
+    before = (folder / "checkpoint.pt").read_bytes()
+    for flags, fragment in [
+        (["--loader", "torch", "--checkpoint-every", "0"], "only --loader gpu can continue in the middle of an epoch"),
+        (["--batch-size", "4"], "does not fit this run (the loader's position: the state is for a loader of 4 batches"),
+    ]:
+        assert main(["--resume", str(folder), "--quiet", *flags]) == 2
+        error = capsys.readouterr().err
+        assert error.startswith("error: --resume: ") and error.count("\n") == 1 and fragment in error, error
+    assert (folder / "checkpoint.pt").read_bytes() == before
+
+    assert main(["--resume", str(folder), "--quiet"]) == 0
+    assert_same_run(folder, uninterrupted)
