@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import contextlib
 import inspect
-import signal
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -51,7 +50,7 @@ from gpuaug.io.decode import DEFAULT_MAX_PIXELS
 from gpuaug.io.decoders import DECODERS, choose_decoder
 from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, is_file_list
 from gpuaug.loader.device_stage import DeviceStage, Failures, StageOptions
-from gpuaug.loader.host_batch import HostBatch
+from gpuaug.loader.health import HostBatches, torch_says_worker_died, unregister_sigchld, worker_exit_error
 from gpuaug.loader.producer import Producer, hand_over
 from gpuaug.loader.resume import check_state, epoch_state
 from gpuaug.loader.samplers import SkipBatches, check_equal_steps
@@ -191,77 +190,6 @@ def as_compose(transform: Any) -> T.Compose | None:
     return transform if isinstance(transform, T.Compose) else T.Compose([transform])
 
 
-def _worker_exit_error(iterator: Any, error: BaseException, wait: float) -> RuntimeError | None:
-    """A clear error when a DataLoader worker process died (killed, crashed, ``os._exit``), else None.
-
-    A dead worker shows up as torch's own RuntimeError, a ``ConnectionResetError``, an
-    ``EOFError`` or a broken pipe, depending on when it died; the process's exit code says what
-    happened. ``wait`` seconds are given to the dead process to be reaped.
-    """
-    workers = list(getattr(iterator, "_workers", []) or [])
-    deadline = time.monotonic() + wait
-    while True:
-        # a worker that failed first; the others may since have been stopped with exit code 0
-        dead = [(number, worker) for number, worker in enumerate(workers) if worker.exitcode not in (None, 0)]
-        if dead or time.monotonic() >= deadline:
-            break
-        time.sleep(0.02)
-    if not dead:
-        return None
-    number, worker = dead[0]
-    code = worker.exitcode
-    how = f"killed by {signal.Signals(-code).name}" if code < 0 and -code in signal.valid_signals() else f"exit code {code}"
-    return RuntimeError(
-        f"DataLoader worker {number} (pid {worker.pid}) exited unexpectedly ({how}); "
-        f"the batch it was loading is lost. Cause seen in the main process: {type(error).__name__}: {error}"
-    )
-
-
-_DEATH_SIGNS = (ConnectionError, EOFError, BrokenPipeError, FileNotFoundError)
-
-
-def _quiet_sigchld(iterator: Any) -> None:
-    """Unregister the DataLoader iterator's workers from torch's SIGCHLD handler.
-
-    That handler raises its own RuntimeError in the main thread, wherever it happens to be (in
-    the training loop's own code too), when a worker dies; unregistered, a dead worker is found
-    by the producer thread instead (torch's queue reads check the workers every 5 s), which
-    reports it as one error naming the worker and its exit code.
-    """
-    if getattr(iterator, "_worker_pids_set", False):
-        from torch.utils.data._utils import signal_handling
-
-        signal_handling._remove_worker_pids(id(iterator))
-        iterator._worker_pids_set = False
-
-
-def _torch_says_worker_died(error: BaseException) -> bool:
-    """torch's own words for a dead worker (from its SIGCHLD handler or its result queue)."""
-    text = str(error)
-    return "DataLoader worker" in text and ("exited unexpectedly" in text or "killed by signal" in text)
-
-
-class _HostBatches:
-    """The DataLoader iterator's batches, with a dead worker reported as one clear error."""
-
-    def __init__(self, iterator: Any) -> None:
-        self.iterator = iterator
-
-    def __iter__(self) -> Iterator[HostBatch]:
-        while True:
-            try:
-                batch = next(self.iterator)
-            except StopIteration:
-                return
-            except Exception as error:
-                died = isinstance(error, _DEATH_SIGNS) or _torch_says_worker_died(error)
-                explained = _worker_exit_error(self.iterator, error, wait=10.0 if died else 0.0)
-                if explained is not None:
-                    raise explained from error
-                raise
-            yield batch
-
-
 class GPULoader:
     """Batches of augmented images on ``device``: ``DataLoader(...)`` becomes ``GPULoader(...)``.
 
@@ -397,7 +325,11 @@ class GPULoader:
 
         resolved = resolve_dataset(dataset)
         source, files, load_item, dataset_transform, target_transform = (
-            resolved.source, resolved.files, resolved.load_item, resolved.transform, resolved.target_transform
+            resolved.source,
+            resolved.files,
+            resolved.load_item,
+            resolved.transform,
+            resolved.target_transform,
         )
         transform = as_compose(transform if transform is not None else dataset_transform)
         self.transform: T.Compose | None = transform
@@ -537,9 +469,9 @@ class GPULoader:
 
         try:
             host_iterator = iter(self._host_loader)
-            _quiet_sigchld(host_iterator)
+            unregister_sigchld(host_iterator)
             producer = Producer(
-                iter(_HostBatches(host_iterator)),
+                iter(HostBatches(host_iterator)),
                 stage,
                 depth=self.prefetch_factor or 2,
                 on_stopped=let_workers_go,
@@ -562,7 +494,7 @@ class GPULoader:
                     self._finished = True
                     break
                 except RuntimeError as error:  # torch's SIGCHLD handler may raise here when a worker dies
-                    explained = _worker_exit_error(host_iterator, error, wait=1.0) if _torch_says_worker_died(error) else None
+                    explained = worker_exit_error(host_iterator, error, wait=1.0) if torch_says_worker_died(error) else None
                     if explained is not None:
                         raise explained from error
                     raise
@@ -580,6 +512,8 @@ class GPULoader:
                 producer.close()
             else:
                 let_workers_go()
+            if self._running is producer:  # no reference cycle (loader <-> producer) keeps the workers alive
+                self._running = None
             stats.skipped_paths, stats.skipped = failures.paths, len(failures.paths)
         decode_seconds, augment_seconds = stage.read_timers()
         stats.device_seconds = decode_seconds + augment_seconds
