@@ -85,8 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     data.add_argument("--clean", action="store_true", help="uniform JPEGs only (the set before tails were added)")
     described = {
-        "aug": "augment-only: gpuaug vs Kornia AugmentationSequential vs torchvision v2 / PIL per image",
-        "loader": "files to batch: PIL DataLoader vs GPULoader (vs DALI) and the decode-only floor",
+        "aug": "augment-only: gpuaug vs Kornia AugmentationSequential vs torchvision v2 / PIL (and timm's recipe) per image",
+        "loader": "files to batch: PIL (and timm's recipe) DataLoader vs GPULoader (vs DALI) and the decode-only floor",
         "train": "a ResNet fed by each loader vs the same training on synthetic on-device data",
         "all": "aug, loader and train into one results.json",
     }

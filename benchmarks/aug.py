@@ -26,6 +26,18 @@ Pipelines:
 - ``pil-per-image`` (the baseline): PIL images through ``torchvision.transforms`` v1, as in a
   classic Dataset, then stacked.
 
+The training recipe of issue 16, RandomResizedCrop(224) + RandomHorizontalFlip + TrivialAugmentWide +
+Normalize + RandomErasing(p=0.25) (``benchmarks.common.RECIPE_OPS``), on the same photos:
+
+- ``gpuaug-policy-ragged``, ``gpuaug-policy-packed``, ``gpuaug-policy``: ``ga.Compose`` of the recipe
+  on the ragged list, the packed batch and the uniform batch (every image its own op, magnitude, box);
+- ``kornia-policy``: ``AugmentationSequential`` with Kornia's own ``kornia.augmentation.auto.TrivialAugment``
+  (which picks one op per call for the whole batch) and ``RandomErasing``, on the uniform batch (float);
+- ``torchvision-v2-policy-per-image``: the recipe in ``torchvision.transforms.v2``, image by image;
+- ``timm-per-image``: ``timm.data.create_transform(224, is_training=True, auto_augment="rand-m9-mstd0.5",
+  re_prob=0.25)`` on PIL images, image by image as a DataLoader's workers would, then stacked (timm's
+  RandAugment applies 2 ops per image, TrivialAugmentWide 1; its rows are left out when timm is not installed).
+
 On CUDA each gpuaug and Kornia row also reports its kernel launches per batch (torch profiler).
 """
 
@@ -38,11 +50,56 @@ import torch
 
 import gpuaug as ga
 from benchmarks import data as bench_data
-from benchmarks.common import Measurement, gpuaug_recipe, kernel_launches, measure_all, pil_recipe, save_run
+from benchmarks.common import (
+    ERASE_P,
+    RECIPE_OPS,
+    TIMM_OPS,
+    Measurement,
+    gpuaug_policy_recipe,
+    gpuaug_recipe,
+    kernel_launches,
+    measure_all,
+    pil_recipe,
+    save_run,
+    timm_recipe,
+    torchvision_policy_recipe,
+)
 from gpuaug.io.decode import decode_cpu
 
 BASELINE = "pil-per-image"
 SOURCE_SIZE = (384, 512)  # the uniform batch: ImageNet-like (the mean ImageNet image is about 400 x 350)
+RECIPE_ROWS = (
+    "gpuaug-policy-ragged",
+    "gpuaug-policy-packed",
+    "gpuaug-policy",
+    "kornia-policy",
+    "torchvision-v2-policy-per-image",
+)
+TIMM_ROW = "timm-per-image"
+INPUTS = {  # the input of each row not named by the rules in ``input_of``
+    "gpuaug-ragged": "ragged",
+    "gpuaug-policy-ragged": "ragged",
+    "torchvision-v2-per-image": "ragged",
+    "torchvision-v2-policy-per-image": "ragged",
+    BASELINE: "ragged",
+    TIMM_ROW: "ragged",
+    "gpuaug-policy-packed": "packed",
+}
+
+
+def input_of(pipeline: str) -> str:
+    """``ragged``, ``packed`` or ``uniform HxW``: what a row's pipeline is given."""
+    if pipeline in INPUTS:
+        return INPUTS[pipeline]
+    return "packed" if pipeline.startswith("gpuaug-packed") else f"uniform {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}"
+
+
+def timm_available() -> bool:
+    try:
+        import timm.data  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 def load_images(root: Path, count: int) -> tuple[list[torch.Tensor], list[str]]:
@@ -105,9 +162,22 @@ def pipelines(image_size: int, device: torch.device) -> dict[str, object]:
             ]
         ),
         BASELINE: pil_recipe(image_size),
+        "gpuaug-policy-ragged": gpuaug_policy_recipe(image_size),
+        "gpuaug-policy-packed": gpuaug_policy_recipe(image_size),
+        "gpuaug-policy": gpuaug_policy_recipe(image_size),
+        "kornia-policy": K.AugmentationSequential(
+            K.RandomResizedCrop((image_size, image_size)),
+            K.RandomHorizontalFlip(),
+            K.auto.TrivialAugment(),
+            K.Normalize(torch.tensor(mean), torch.tensor(std)),
+            K.RandomErasing(p=ERASE_P),
+        ).to(device),
+        "torchvision-v2-policy-per-image": torchvision_policy_recipe(image_size),
     }
+    if timm_available():
+        named[TIMM_ROW] = timm_recipe(image_size)
     if packed_type() is None:
-        del named["gpuaug-packed"], named["gpuaug-packed+pack"], named["gpuaug-packed-apply"]
+        del named["gpuaug-packed"], named["gpuaug-packed+pack"], named["gpuaug-packed-apply"], named["gpuaug-policy-packed"]
     return named
 
 
@@ -115,15 +185,15 @@ def batch_functions(name: str, pipeline, inputs: dict[str, list], generator: tor
     """One function per batch that pushes it through ``pipeline`` the way ``name`` needs."""
     device = inputs["uniform"][0].device
 
-    if name == BASELINE:
+    if name in (BASELINE, TIMM_ROW):
         return [lambda batch=batch: torch.stack([pipeline(image) for image in batch]).to(device) for batch in inputs["pil"]]
-    if name == "torchvision-v2-per-image":
+    if name in ("torchvision-v2-per-image", "torchvision-v2-policy-per-image"):
         return [lambda batch=batch: torch.stack([pipeline(image) for image in batch]) for batch in inputs["ragged"]]
-    if name == "kornia-sequential":
+    if name in ("kornia-sequential", "kornia-policy"):
         return [lambda batch=batch: pipeline(batch.float().div_(255)) for batch in inputs["uniform"]]
-    if name == "gpuaug-ragged":
+    if name in ("gpuaug-ragged", "gpuaug-policy-ragged"):
         return [lambda batch=batch: pipeline(batch, generator=generator) for batch in inputs["ragged"]]
-    if name == "gpuaug-packed":
+    if name in ("gpuaug-packed", "gpuaug-policy-packed"):
         return [lambda batch=batch: pipeline(batch, generator=generator) for batch in inputs["packed"]]
     if name == "gpuaug-packed-apply":  # the loader's case: its workers drew the params on the CPU
         drawn = [(batch, pipeline.make_params(batch, generator)) for batch in inputs["packed"]]
@@ -171,17 +241,17 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
     measurements = measure_all(
         "aug", {name: runner(f) for name, f in per_batch.items()}, device, args.repeats, BASELINE, failures
     )
-    kornia = next((m for m in measurements if m.pipeline == "kornia-sequential"), None)
+    rates = {m.pipeline: m.images_per_sec for m in measurements}
     for item in measurements:
-        item.extra["input"] = (
-            "ragged"
-            if item.pipeline in ("gpuaug-ragged", "torchvision-v2-per-image", BASELINE)
-            else "packed"
-            if item.pipeline.startswith("gpuaug-packed")
-            else f"uniform {SOURCE_SIZE[0]}x{SOURCE_SIZE[1]}"
-        )
-        if kornia is not None:
-            item.extra["ratio_to_kornia"] = item.images_per_sec / kornia.images_per_sec
+        item.extra["input"] = input_of(item.pipeline)
+        recipe = item.pipeline in RECIPE_ROWS or item.pipeline == TIMM_ROW
+        if recipe:
+            item.extra["ops"] = TIMM_OPS if item.pipeline == TIMM_ROW else RECIPE_OPS
+        kornia = rates.get("kornia-policy" if recipe else "kornia-sequential")
+        if kornia:  # against Kornia on the same ops (its own policy for the recipe rows)
+            item.extra["ratio_to_kornia"] = item.images_per_sec / kornia
+        if recipe and rates.get(TIMM_ROW):
+            item.extra["ratio_to_timm"] = item.images_per_sec / rates[TIMM_ROW]
         if item.pipeline.startswith(("gpuaug", "kornia")):
             try:
                 with torch.inference_mode():
@@ -200,6 +270,8 @@ def run(args: argparse.Namespace) -> tuple[list[Measurement], dict]:
         "source_size": list(SOURCE_SIZE),
         "torch_threads": torch.get_num_threads(),
         "ops": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize",
+        "recipe_ops": RECIPE_OPS,
+        "timm_ops": TIMM_OPS if timm_available() else "timm not installed: row left out",
         "data": f"the first {count} images of {root} decoded like PIL: the ragged list, and resized to "
         f"{SOURCE_SIZE[0]}x{SOURCE_SIZE[1]} for the uniform batch",
         "ragged_input": {

@@ -48,6 +48,53 @@ def gpuaug_recipe(size: int):
     )
 
 
+RECIPE_OPS = "RandomResizedCrop + RandomHorizontalFlip + TrivialAugmentWide + Normalize + RandomErasing(p=0.25)"
+"""The training recipe of issue 16 (torchvision's reference recipe shape), as gpuaug, Kornia and torchvision v2 run it."""
+TIMM_OPS = "timm create_transform(is_training=True, auto_augment='rand-m9-mstd0.5', re_prob=0.25)"
+"""timm's recipe, the anchor users know: RandomResizedCrop + flip + RandAugment(n=2, m=9, mstd=0.5) + Normalize + erasing."""
+ERASE_P = 0.25  # timm's re_prob above, so that both recipes erase as often
+
+
+def gpuaug_policy_recipe(size: int):
+    """crop + flip + TrivialAugmentWide + Normalize + RandomErasing in gpuaug (every image its own op, magnitude, box)."""
+    import gpuaug as ga
+
+    return ga.Compose(
+        [
+            ga.RandomResizedCrop(size),
+            ga.RandomHorizontalFlip(),
+            ga.TrivialAugmentWide(),
+            ga.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+            ga.RandomErasing(p=ERASE_P),
+        ]
+    )
+
+
+def torchvision_policy_recipe(size: int):
+    """The same recipe in torchvision v2, for one image per call (v2 draws one op for a whole call)."""
+    from torchvision.transforms import v2
+
+    import gpuaug as ga
+
+    return v2.Compose(
+        [
+            v2.RandomResizedCrop(size, antialias=True),
+            v2.RandomHorizontalFlip(),
+            v2.TrivialAugmentWide(),
+            v2.ToDtype(torch.float32, scale=True),
+            v2.Normalize(ga.IMAGENET_MEAN, ga.IMAGENET_STD),
+            v2.RandomErasing(p=ERASE_P),
+        ]
+    )
+
+
+def timm_recipe(size: int):
+    """timm's training transform (PIL image in, normalised float tensor out); only ``timm.data``, no weights."""
+    from timm.data import create_transform
+
+    return create_transform(size, is_training=True, auto_augment="rand-m9-mstd0.5", re_prob=ERASE_P)
+
+
 def cpu_name() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -232,11 +279,11 @@ def add_ratios(measurements: list[Measurement], baseline: str) -> None:
 
 
 def format_table(measurements: list[Measurement], baseline: str) -> str:
-    lines = [f"{'benchmark':<10} {'pipeline':<26} {'img/s':>10} {'min':>10} {'max':>10} {'x ' + baseline:>22}"]
+    lines = [f"{'benchmark':<10} {'pipeline':<32} {'img/s':>10} {'min':>10} {'max':>10} {'x ' + baseline:>22}"]
     for item in measurements:
         ratio = "" if item.ratio_to_baseline is None else f"{item.ratio_to_baseline:.2f}x"
         rates = f"{item.images_per_sec:>10.1f} {item.min:>10.1f} {item.max:>10.1f}"
-        lines.append(f"{item.benchmark:<10} {item.pipeline:<26} {rates} {ratio:>22}")
+        lines.append(f"{item.benchmark:<10} {item.pipeline:<32} {rates} {ratio:>22}")
     return "\n".join(lines)
 
 

@@ -10,6 +10,14 @@ Normalize(ImageNet) -> float32), same number of worker processes and batch size:
   device (read at run time: modes it refuses are left out);
 - ``dali``: ``gpuaug.dali.DALILoader`` when NVIDIA DALI is installed.
 
+The training recipe of issue 16 on the same files, same workers and batch size (set with tails only):
+
+- ``timm-dataloader``: ``torch.utils.data.DataLoader`` over torchvision's ``ImageFolder`` (PIL decode)
+  with ``timm.data.create_transform(224, is_training=True, auto_augment="rand-m9-mstd0.5", re_prob=0.25)``
+  (when timm is installed), batches moved to the device;
+- ``gpuaug-policy``: ``ga.GPULoader`` (decode="auto") with RandomResizedCrop + flip + TrivialAugmentWide +
+  Normalize + RandomErasing(p=0.25); its ``ratio_to_timm`` is the CPU target of issue 16 (>= 1.2x).
+
 Decode ceilings (decode only, nothing else; every image counted once it is an RGB uint8 array):
 
 - ``decode-cpu``: the files read and decoded (libjpeg-turbo / PIL, as GPULoader's CPU path) in the
@@ -40,10 +48,21 @@ import torch
 
 import gpuaug as ga
 from benchmarks import data as bench_data
-from benchmarks.common import Measurement, gpuaug_recipe, measure_all, pil_recipe, save_run
+from benchmarks.common import (
+    RECIPE_OPS,
+    TIMM_OPS,
+    Measurement,
+    gpuaug_policy_recipe,
+    gpuaug_recipe,
+    measure_all,
+    pil_recipe,
+    save_run,
+    timm_recipe,
+)
 from gpuaug.io.decode import decode_cpu
 
 BASELINE = "pil-dataloader"
+POLICY, TIMM = "gpuaug-policy", "timm-dataloader"
 NVIMGCODEC_BACKENDS = {"hw": "HW_GPU_ONLY", "hybrid": "HYBRID_CPU_GPU", "cuda": "GPU_ONLY"}
 
 
@@ -235,6 +254,18 @@ def run_set(
     skipped: dict[str, str] = dict(refused)
     if full:
         try:
+            timm_set = datasets.ImageFolder(root, transform=timm_recipe(size))
+        except ImportError as error:
+            skipped[TIMM] = f"ImportError: {error}"
+        else:
+            timm_loader = torch.utils.data.DataLoader(timm_set, shuffle=True, pin_memory=device.type == "cuda", **common)
+            pipelines[TIMM] = _moved(timm_loader, device)
+        policy = ga.GPULoader(
+            ga.ImageFolder(root), shuffle=True, device=device, **common, transform=gpuaug_policy_recipe(size), decode="auto"
+        )
+        loaders[POLICY] = policy
+        pipelines[POLICY] = lambda: _epoch(policy, device)
+        try:
             from gpuaug.dali import DALILoader
 
             any_loader = next(iter(loaders.values()))
@@ -287,6 +318,10 @@ def run_set(
             item.extra["ceiling"] = ceiling
             if ceiling in rates:
                 item.extra["fraction_of_ceiling"] = item.images_per_sec / rates[ceiling]
+            if item.pipeline == POLICY:
+                item.extra["ops"] = RECIPE_OPS
+                if rates.get(TIMM):
+                    item.extra["ratio_to_timm"] = item.images_per_sec / rates[TIMM]
             stats = loader.stats
             item.extra["stats_last_epoch"] = {
                 key: getattr(stats, key)
@@ -314,6 +349,7 @@ def run_set(
         "dtype": "float32",
         "dataset": bench_data.describe(root),
         "ops": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize",
+        "recipe_ops": {POLICY: RECIPE_OPS, TIMM: TIMM_OPS} if full else None,
         "skipped": skipped,
         "failures": failures,
     }

@@ -98,10 +98,19 @@ def targets(record: dict) -> list[dict]:
                 launches = row.get("kernel_launches") or {}
                 if "kernels_per_batch" in launches:
                     check(f"aug: {row['pipeline']} kernel launches per batch", launches["kernels_per_batch"], 4, at_most=True)
+            for pipeline in ("gpuaug-policy-ragged", "gpuaug-policy-packed"):  # the recipe of issue 16
+                row = _row(results, "aug", pipeline)
+                if row is None:
+                    continue
+                if batch == 256:
+                    check(f"aug: {pipeline} (recipe) img/s at batch 256", row["images_per_sec"], 100_000)
+                ratio(f"aug: {pipeline} / kornia-policy", "aug", pipeline, "kornia-policy", 10.0)
     else:
         ratio(f"loader ({loader_set} set): gpuaug / pil-dataloader", "loader", "gpuaug", "pil-dataloader", 1.5)
         ratio("loader (clean set): gpuaug / pil-dataloader", "loader-clean", "gpuaug", "pil-dataloader", 1.5)
         ratio(f"loader ({loader_set} set): gpuaug / dali (CPU)", "loader", "gpuaug", "dali", 1.2)
+        recipe = f"loader ({loader_set} set): gpuaug-policy / timm-dataloader (recipe)"
+        ratio(recipe, "loader", "gpuaug-policy", "timm-dataloader", 1.2)
         ceiling(f"loader ({loader_set} set): gpuaug / its decoder's decode-only ceiling", "loader", 0.5)
     return checks
 

@@ -114,9 +114,16 @@ def test_a_data_folder_is_never_written(tmp_path):
     assert record["config"]["loader"]["dataset"]["set"] == "user data"
     rows = {row["pipeline"]: row for row in record["results"] if row["benchmark"] == "loader"}
     assert {"pil-dataloader", "gpuaug", "decode-cpu"} <= set(rows)
-    decoders = [row["decoder"] for row in rows.values() if "decoder" in row]
+    decoders = [row["decoder"] for name, row in rows.items() if "decoder" in row and name != "gpuaug-policy"]  # decode modes
     assert rows["gpuaug"]["decoder"] == "cpu" and len(decoders) == len(set(decoders))  # no decode mode timed twice
     assert rows["gpuaug"]["fraction_of_ceiling"] == rows["gpuaug"]["images_per_sec"] / rows["decode-cpu"]["images_per_sec"]
+    # issue 16's recipe: GPULoader with it against timm's transforms in a DataLoader, same files and workers
+    policy, timm = rows["gpuaug-policy"], rows["timm-dataloader"]
+    assert policy["images_per_sec"] > 0 and timm["images_per_sec"] > 0 and policy["decoder"] == "cpu"
+    assert policy["ratio_to_timm"] == policy["images_per_sec"] / timm["images_per_sec"]
+    assert (
+        "TrivialAugmentWide" in policy["ops"] and "rand-m9-mstd0.5" in record["config"]["loader"]["recipe_ops"]["timm-dataloader"]
+    )
     assert "loader-clean" not in record["config"]  # the clean comparison needs the generated sets
     assert main(["loader", *arguments[:-1], str(tmp_path / "missing"), "--out", str(out)]) == 2
     with pytest.raises(FileNotFoundError, match="missing"):
@@ -139,6 +146,18 @@ def test_aug_run_writes_the_schema_and_a_chart(tmp_path, tails_set):
     for row in record["results"]:
         assert row["benchmark"] == "aug" and row["min"] <= row["images_per_sec"] <= row["max"] and row["repeats"] == 1
     assert rows["pil-per-image"]["ratio_to_baseline"] == 1.0
+    # issue 16's recipe (crop + flip + TrivialAugmentWide + Normalize + RandomErasing), every anchor beside it
+    recipe = {"gpuaug-policy-ragged", "gpuaug-policy-packed", "gpuaug-policy", "kornia-policy", "torchvision-v2-policy-per-image"}
+    assert recipe | {"timm-per-image"} <= set(rows)
+    assert rows["gpuaug-policy-ragged"]["input"] == "ragged" and rows["gpuaug-policy-packed"]["input"] == "packed"
+    assert rows["gpuaug-policy"]["input"].startswith("uniform") and rows["timm-per-image"]["input"] == "ragged"
+    for name in recipe:
+        row = rows[name]
+        assert row["images_per_sec"] > 0 and "TrivialAugmentWide" in row["ops"], name
+        assert row["ratio_to_kornia"] == row["images_per_sec"] / rows["kornia-policy"]["images_per_sec"], name
+        assert row["ratio_to_timm"] == row["images_per_sec"] / rows["timm-per-image"]["images_per_sec"], name
+    assert rows["gpuaug-policy-ragged"]["kernel_launches"] is None and "kernel_launches" not in rows["timm-per-image"]
+    assert "rand-m9-mstd0.5" in rows["timm-per-image"]["ops"]
     ragged = record["config"]["aug"]["ragged_input"]
     assert ragged["batches"] == 2 and ragged["height"][0] < ragged["height"][1]  # different sizes: ragged
     assert (tmp_path / "aug.png").stat().st_size > 1000
@@ -224,6 +243,14 @@ def test_targets_cpu_and_gpu():
     assert checks["loader (clean set): gpuaug / pil-dataloader"]["value"] == 2.0
     assert not checks["loader (tails set): gpuaug / dali (CPU)"]["met"]
     assert not checks["loader (tails set): gpuaug / its decoder's decode-only ceiling (decode-cpu)"]["met"]
+    recipe = _record("CPU: x", {("loader", "gpuaug-policy"): 130, ("loader", "timm-dataloader"): 100})
+    checks = {check["target"]: check for check in report.targets(recipe)}
+    assert checks["loader (tails set): gpuaug-policy / timm-dataloader (recipe)"] == {
+        "target": "loader (tails set): gpuaug-policy / timm-dataloader (recipe)",
+        "value": 1.3,
+        "goal": 1.2,
+        "met": True,
+    }
     launches = {"kernels_per_batch": 3.0, "copies_per_batch": 0.0}
     gpu = _record(
         "NVIDIA H100 80GB HBM3",
@@ -241,6 +268,12 @@ def test_targets_cpu_and_gpu():
     assert checks["aug: gpuaug-ragged img/s at batch 256"]["met"] and checks["aug: gpuaug-ragged / kornia-sequential"]["met"]
     assert checks["aug: gpuaug-ragged kernel launches per batch"]["met"]
     assert checks["train (unknown set): gpuaug / synthetic ceiling"]["met"]
+    recipe = _record(
+        "NVIDIA H200", {("aug", "gpuaug-policy-ragged"): 150_000, ("aug", "kornia-policy"): 20_000, ("aug", "gpuaug-ragged"): 1}
+    )
+    recipe_checks = {check["target"]: check for check in report.targets(recipe)}
+    assert recipe_checks["aug: gpuaug-policy-ragged (recipe) img/s at batch 256"]["met"]
+    assert not recipe_checks["aug: gpuaug-policy-ragged / kornia-policy"]["met"]  # 7.5x < 10x
     assert not checks["loader (tails set): gpuaug / pil-dataloader"]["met"]  # 5x < 8x
     old = _record("NVIDIA H200", {("aug", "gpuaug"): 27_000, ("aug", "kornia-sequential"): 20_000})
     missing = [check for check in report.targets(old) if check["value"] is None]

@@ -196,14 +196,32 @@ def _blend(images: Tensor, ops: Tensor, factors: Tensor) -> Tensor:
     ratio, rest = _column(factors, images), _column(1.0 - factors, images)
     zero = torch.zeros((), dtype=torch.float32, device=images.device)
     reference = zero
+    # On the CPU (host reads free) the grayscale is computed only when an image needs it: Brightness does not.
+    needs_gray = images.device.type != "cpu" or bool(((ops == COLOR) | (ops == CONTRAST)).any())
+    gray = _gray(images) if needs_gray else zero  # once for Color and Contrast
     if images.shape[1] == 3:
-        reference = torch.where(ops == COLOR, _gray(images), reference)
+        reference = torch.where(ops == COLOR, gray, reference)
     else:  # torchvision's saturation leaves 1-channel images as they are
         identity = ops == COLOR
         ratio, rest = torch.where(identity, torch.ones_like(ratio), ratio), torch.where(identity, zero, rest)
-    reference = torch.where(ops == CONTRAST, _gray(images).mean(dim=(-3, -2, -1), keepdim=True), reference)
+    if needs_gray:
+        reference = torch.where(ops == CONTRAST, gray.mean(dim=(-3, -2, -1), keepdim=True), reference)
     out = torch.addcmul(images.mul(ratio), reference, rest).clamp_(0.0, _max_value(images.dtype))  # one rounding, as add_(alpha=)
     return out.to(images.dtype)
+
+
+def _blur_uint8(images: Tensor) -> Tensor:
+    """torchvision's rounded sharpness blur of uint8 images (``[B, C, H-2, W-2]`` float32), in integers.
+
+    torchvision convolves the float32 image with the kernel (1/13, centre 5/13) and rounds. The exact
+    value is ``k / 13`` with ``k`` the 3x3 sum plus 4 times the centre (an integer up to 3315): never a
+    half, at least 1/26 away from one, far beyond the convolution's float32 error (< 1e-3), so
+    ``round(k / 13)``, computed exactly as ``(2k + 13) // 26``, is torchvision's value.
+    """
+    x = images.to(torch.int16)
+    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
+    k = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * x[..., 1:-1, 1:-1]
+    return k.mul_(2).add_(13).div_(26, rounding_mode="floor").to(torch.float32)
 
 
 def sharpen(images: Tensor, factors: Tensor) -> Tensor:
@@ -219,12 +237,15 @@ def sharpen(images: Tensor, factors: Tensor) -> Tensor:
         return images.clone()
     fp = images.is_floating_point()
     kernel_dtype = images.dtype if fp else torch.float32
-    a, b = 1.0 / 13.0, 5.0 / 13.0
-    kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=kernel_dtype).to(images.device).expand(channels, 1, 3, 3)
     output = images.to(dtype=kernel_dtype, copy=True)
-    blurred = torch_functional.conv2d(output, kernel, groups=channels)
-    if not fp:
-        blurred = blurred.round_()
+    if not fp and images.device.type == "cpu":
+        blurred = _blur_uint8(images)  # the same values, without the CPU's slow depthwise convolution
+    else:
+        a, b = 1.0 / 13.0, 5.0 / 13.0
+        kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=kernel_dtype).to(images.device).expand(channels, 1, 3, 3)
+        blurred = torch_functional.conv2d(output, kernel, groups=channels)
+        if not fp:
+            blurred = blurred.round_()
     alpha = _column(1.0 - factors.to(torch.float64), images, kernel_dtype)
     view = output[..., 1:-1, 1:-1]
     view.addcmul_(blurred.sub_(view), alpha)  # one rounding, as torchvision's add_(alpha=)
@@ -311,22 +332,40 @@ def equalize(images: Tensor) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 # One step of a policy, per image
 # ----------------------------------------------------------------------------------------------
-def _where_rows(images: Tensor, rows: Tensor, op: Callable[[Tensor, Tensor], Tensor]) -> Tensor:
-    """``op(images, index)`` for the images whose ``rows`` entry is true, the others unchanged.
+_Pass = Callable[[Tensor, Tensor], Tensor]
 
-    On a GPU ``op`` runs on the whole batch and ``torch.where`` keeps each image's own result (a fixed
-    number of kernels, no host read); on the CPU it runs on the selected images only (a host read, free there).
-    ``index`` is the ``[b]`` int64 rows ``op`` sees, to select per-image parameters.
+
+def _where_rows(images: Tensor, rows: Tensor, op: _Pass) -> Tensor:
+    """``op(images, index)`` for the images whose ``rows`` entry is true, the others unchanged (off the CPU).
+
+    ``op`` runs on the whole batch and ``torch.where`` keeps each image's own result: a fixed number of
+    kernels, no host read. ``index`` is the ``[B]`` int64 rows ``op`` sees, to select per-image parameters.
     """
-    if images.device.type != "cpu":
-        everything = torch.arange(images.shape[0], device=images.device)
-        return torch.where(_mask(rows, images), op(images, everything), images)
-    index = rows.nonzero().squeeze(1)  # host read: free on the CPU (see above)
-    if index.numel() == 0:
-        return images
-    out = images.clone()
-    out[index] = op(images[index], index)
-    return out
+    everything = torch.arange(images.shape[0], device=images.device)
+    return torch.where(_mask(rows, images), op(images, everything), images)
+
+
+def _grouped_rows(images: Tensor, group: Tensor, passes: Sequence[_Pass]) -> Tensor:
+    """On the CPU: ``passes[k](images of group k, their indices)`` for every image (``group`` ``[B]`` in
+    ``0..len(passes)``; ``len(passes)`` leaves an image as it is), each pass on its own images only.
+
+    A host read is free on the CPU, so each pass runs only on the images that use it: the batch is
+    ordered by group (one ``index_select``), each pass reads and writes its contiguous slice, and one
+    ``index_select`` restores the order. (Advanced indexing, ``x[index]`` and ``x[index] = y``, costs
+    ten to twenty times more on the CPU than these copies.)
+    """
+    order = torch.argsort(group, stable=True)
+    counts = torch.bincount(group, minlength=len(passes) + 1).tolist()  # host read: free on the CPU
+    if counts[-1] == images.shape[0]:
+        return images.clone()
+    grouped = images.index_select(0, order)
+    start = 0
+    for op, count in zip(passes, counts):
+        if count:
+            rows = grouped[start : start + count]
+            rows.copy_(op(rows, order[start : start + count]))
+        start += count
+    return grouped.index_select(0, torch.argsort(order))
 
 
 def auto_augment_ops(
@@ -367,17 +406,26 @@ def auto_augment_ops(
     # uses rot90 where we resample: equal with nearest, within float rounding (< 1e-5) with bilinear.
     geometric = (ops >= SHEAR_X) & (ops <= ROTATE) & ~((ops == ROTATE) & (torch.remainder(magnitudes, 360.0) == 0))
     matrices = affine_matrices(ops, magnitudes, height, width)
-    out = _where_rows(images, geometric, lambda x, i: _warp(x, matrices[i], interpolation, fill))
-
     factors = 1.0 + magnitudes
-    blended = (ops == BRIGHTNESS) | (ops == COLOR) | (ops == CONTRAST)
-    out = _where_rows(out, blended, lambda x, i: _blend(x, ops[i], factors[i]))
-    out = _where_rows(out, ops == SHARPNESS, lambda x, i: sharpen(x, factors[i]))
     bits = torch.where(ops == POSTERIZE, magnitudes.to(torch.int64), torch.full_like(ops, 8))
-    out = _where_rows(out, ops == POSTERIZE, lambda x, i: posterize(x, bits[i]))
     bound = _max_value(images.dtype)
     thresholds = torch.where(ops == INVERT, -math.inf, bound * magnitudes)
-    out = _where_rows(out, (ops == SOLARIZE) | (ops == INVERT), lambda x, i: solarize(x, thresholds[i]))
-    out = _where_rows(out, ops == AUTOCONTRAST, lambda x, i: autocontrast(x))
-    out = _where_rows(out, ops == EQUALIZE, lambda x, i: equalize(x))
+    # Every image is in at most one pass (its one op), so the order of the passes does not matter.
+    passes: list[tuple[Tensor, _Pass]] = [
+        (geometric, lambda x, i: _warp(x, matrices[i], interpolation, fill)),
+        ((ops == BRIGHTNESS) | (ops == COLOR) | (ops == CONTRAST), lambda x, i: _blend(x, ops[i], factors[i])),
+        (ops == SHARPNESS, lambda x, i: sharpen(x, factors[i])),
+        (ops == POSTERIZE, lambda x, i: posterize(x, bits[i])),
+        ((ops == SOLARIZE) | (ops == INVERT), lambda x, i: solarize(x, thresholds[i])),
+        (ops == AUTOCONTRAST, lambda x, i: autocontrast(x)),
+        (ops == EQUALIZE, lambda x, i: equalize(x)),
+    ]
+    if images.device.type == "cpu":
+        group = torch.full_like(ops, len(passes))
+        for index, (rows, _) in enumerate(passes):
+            group = torch.where(rows, index, group)
+        return _grouped_rows(images, group, [op for _, op in passes])
+    out = images
+    for rows, op in passes:
+        out = _where_rows(out, rows, op)
     return out.clone() if out is images else out
