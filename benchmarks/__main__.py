@@ -84,6 +84,10 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--count", type=positive_int, default=1000, help="number of images (default 1000)")
     data.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     data.add_argument("--clean", action="store_true", help="uniform JPEGs only (the set before tails were added)")
+    data.add_argument(
+        "--shards", action="store_true", help="also write the set as WebDataset tar shards beside it (FOLDER-shards)"
+    )
+    data.add_argument("--shard-size", default="64MB", help="largest shard with --shards (default 64MB)")
     described = {
         "aug": "augment-only: gpuaug vs Kornia AugmentationSequential vs torchvision v2 / PIL (and timm's recipe) per image",
         "loader": "files to batch: PIL (and timm's recipe) DataLoader vs GPULoader (vs DALI) and the decode-only floor",

@@ -48,6 +48,7 @@ import numpy as np
 from PIL import Image
 
 from gpuaug.tools.samples import PHOTOS, load_photo, random_photo_crop, write_photo_folder
+from gpuaug.tools.shards import write_shards
 
 CLASSES = tuple(f"class_{index:02d}" for index in range(10))
 VERSION = 2  # bump when the generator's output changes: cached sets are named by it
@@ -375,4 +376,7 @@ def main(args: argparse.Namespace) -> Path:
     else:
         root = ensure(None, args.count, args.seed, clean=args.clean)
     print(json.dumps(describe(root), indent=2))
+    if getattr(args, "shards", False):  # the same set as WebDataset shards beside it (ga.WebDataset reads it)
+        written = write_shards(root, Path(f"{root}-shards"), size=getattr(args, "shard_size", None) or "64MB")
+        print(f"wrote {len(written)} shard(s) to {root}-shards")
     return root

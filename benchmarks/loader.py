@@ -17,6 +17,9 @@ The training recipe of issue 16 on the same files, same workers and batch size (
   (when timm is installed), batches moved to the device;
 - ``gpuaug-policy``: ``ga.GPULoader`` (decode="auto") with RandomResizedCrop + flip + TrivialAugmentWide +
   Normalize + RandomErasing(p=0.25); its ``ratio_to_timm`` is the CPU target of issue 16 (>= 1.2x).
+- ``gpuaug-shards`` / ``gpuaug-shards-http``: ``gpuaug``'s loader over the same set as WebDataset tar
+  shards (``ga.WebDataset``), read locally by offset / from a loopback HTTP server by range reads;
+  ``ratio_to_files`` (issue 17: local >= 1) and ``ratio_to_local_shards`` (HTTP: >= 0.8).
 
 Decode ceilings (decode only, nothing else; every image counted once it is an RGB uint8 array):
 
@@ -41,6 +44,9 @@ the warm-up epoch; each repeat is one full epoch.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import shutil
+import tempfile
 import warnings
 from pathlib import Path
 
@@ -59,10 +65,26 @@ from benchmarks.common import (
     save_run,
     timm_recipe,
 )
+from benchmarks.serve import serve_directory
 from gpuaug.io.decode import decode_cpu
+from gpuaug.tools.shards import write_shards
 
 BASELINE = "pil-dataloader"
 POLICY, TIMM = "gpuaug-policy", "timm-dataloader"
+SHARDS, SHARDS_HTTP = "gpuaug-shards", "gpuaug-shards-http"  # the same set as WebDataset shards: local, loopback HTTP
+
+
+def _shards_of(root: Path, user_data: bool, stack: contextlib.ExitStack) -> list[str]:
+    """The set at ``root`` as tar shards: cached beside a generated set, in a temporary folder for ``--data``."""
+    folder = Path(tempfile.mkdtemp(prefix="gpuaug-shards-")) if user_data else Path(f"{root}-shards")
+    if user_data:
+        stack.callback(shutil.rmtree, folder, ignore_errors=True)
+    shards = sorted(folder.glob("*.tar"))
+    if not shards or not (folder / "shards.json").exists():
+        shards = write_shards(root, folder, size="16MB")
+    return [str(path) for path in shards]
+
+
 NVIMGCODEC_BACKENDS = {"hw": "HW_GPU_ONLY", "hybrid": "HYBRID_CPU_GPU", "cuda": "GPU_ONLY"}
 
 
@@ -241,6 +263,7 @@ def run_set(
     from torchvision import datasets
 
     size = args.image_size
+    stack = contextlib.ExitStack()
     common = {"batch_size": args.batch_size, "num_workers": args.workers, "persistent_workers": args.workers > 0}
     torchvision_set = datasets.ImageFolder(root, transform=pil_recipe(size))
     baseline = torch.utils.data.DataLoader(torchvision_set, shuffle=True, pin_memory=device.type == "cuda", **common)
@@ -260,6 +283,15 @@ def run_set(
         else:
             timm_loader = torch.utils.data.DataLoader(timm_set, shuffle=True, pin_memory=device.type == "cuda", **common)
             pipelines[TIMM] = _moved(timm_loader, device)
+        shards = _shards_of(root, args.data is not None, stack)
+        base_url = stack.enter_context(serve_directory(Path(shards[0]).parent))
+        for name, source in (
+            (SHARDS, ga.WebDataset(shards)),
+            (SHARDS_HTTP, ga.WebDataset([f"{base_url}/{Path(path).name}" for path in shards], timeout=60)),
+        ):
+            loader = ga.GPULoader(source, shuffle=True, device=device, **common, transform=gpuaug_recipe(size), decode="auto")
+            loaders[name] = loader
+            pipelines[name] = lambda loader=loader: _epoch(loader, device)
         policy = ga.GPULoader(
             ga.ImageFolder(root), shuffle=True, device=device, **common, transform=gpuaug_policy_recipe(size), decode="auto"
         )
@@ -305,7 +337,8 @@ def run_set(
                 skipped[name] = f"{type(error).__name__}: {error}"[:300]
 
     failures: dict[str, str] = {}
-    measurements = measure_all(benchmark, pipelines, device, args.repeats, BASELINE, failures)
+    with stack:  # the loopback server and temporary shards live while the pipelines are timed
+        measurements = measure_all(benchmark, pipelines, device, args.repeats, BASELINE, failures)
     rates = {m.pipeline: m.images_per_sec for m in measurements}
     for item in measurements:
         if item.pipeline in shares:
@@ -318,6 +351,10 @@ def run_set(
             item.extra["ceiling"] = ceiling
             if ceiling in rates:
                 item.extra["fraction_of_ceiling"] = item.images_per_sec / rates[ceiling]
+            if item.pipeline in (SHARDS, SHARDS_HTTP) and rates.get("gpuaug"):  # issue 17: >= 1 (local), >= 0.8 (HTTP)
+                item.extra["ratio_to_files"] = item.images_per_sec / rates["gpuaug"]
+            if item.pipeline == SHARDS_HTTP and rates.get(SHARDS):
+                item.extra["ratio_to_local_shards"] = item.images_per_sec / rates[SHARDS]
             if item.pipeline == POLICY:
                 item.extra["ops"] = RECIPE_OPS
                 if rates.get(TIMM):

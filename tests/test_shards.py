@@ -4,13 +4,11 @@ and every bad input named (shard and member), skippable where a sample is at fau
 
 from __future__ import annotations
 
-import http.server
 import io
 import json
 import os
 import shutil
 import socket
-import threading
 import warnings
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import torch
 from PIL import Image
 
 import gpuaug as ga
+from benchmarks.serve import serve_directory
 from gpuaug.__main__ import main
 from gpuaug.io.shards import WebDataset
 from gpuaug.loader.samplers import DistributedShardSampler, ShardSampler
@@ -113,37 +112,10 @@ def test_shard_sampler_keeps_windows_of_shards(shards):
     assert order == again
 
 
-class _RangeHandler(http.server.SimpleHTTPRequestHandler):
-    """A loopback file server that honours ``Range: bytes=a-b`` (python's own does not)."""
-
-    def log_message(self, *args):
-        pass
-
-    def do_GET(self):
-        path = Path(self.translate_path(self.path))
-        wanted = self.headers.get("Range")
-        if not path.is_file() or not wanted:
-            return super().do_GET()
-        data = path.read_bytes()
-        first, _, last = wanted.removeprefix("bytes=").partition("-")
-        start, stop = int(first), min(len(data), int(last) + 1 if last else len(data))
-        self.send_response(206)
-        self.send_header("Content-Range", f"bytes {start}-{stop - 1}/{len(data)}")
-        self.send_header("Content-Length", str(stop - start))
-        self.end_headers()
-        self.wfile.write(data[start:stop])
-
-
 @pytest.fixture
 def server(shards):
-    handler = lambda *args, **kwargs: _RangeHandler(*args, directory=str(shards[0].parent), **kwargs)  # noqa: E731
-    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_address[1]}"
-    httpd.shutdown()
-    httpd.server_close()
-    thread.join()
+    with serve_directory(shards[0].parent) as url:
+        yield url
 
 
 def test_http_with_range_reads_and_a_bounded_cache(folder, shards, server, tmp_path):
