@@ -114,7 +114,8 @@ def test_a_data_folder_is_never_written(tmp_path):
     assert record["config"]["loader"]["dataset"]["set"] == "user data"
     rows = {row["pipeline"]: row for row in record["results"] if row["benchmark"] == "loader"}
     assert {"pil-dataloader", "gpuaug", "decode-cpu"} <= set(rows)
-    decoders = [row["decoder"] for name, row in rows.items() if "decoder" in row and name != "gpuaug-policy"]  # decode modes
+    modes = [name for name in rows if name == "gpuaug" or name.startswith("gpuaug-decode-")]  # the decode modes
+    decoders = [rows[name]["decoder"] for name in modes]
     assert rows["gpuaug"]["decoder"] == "cpu" and len(decoders) == len(set(decoders))  # no decode mode timed twice
     assert rows["gpuaug"]["fraction_of_ceiling"] == rows["gpuaug"]["images_per_sec"] / rows["decode-cpu"]["images_per_sec"]
     # issue 16's recipe: GPULoader with it against timm's transforms in a DataLoader, same files and workers
@@ -124,6 +125,10 @@ def test_a_data_folder_is_never_written(tmp_path):
     assert (
         "TrivialAugmentWide" in policy["ops"] and "rand-m9-mstd0.5" in record["config"]["loader"]["recipe_ops"]["timm-dataloader"]
     )
+    # issue 17: the same files as shards, local and from a loopback HTTP server, written outside --data
+    local, remote = rows["gpuaug-shards"], rows["gpuaug-shards-http"]
+    assert local["ratio_to_files"] == local["images_per_sec"] / rows["gpuaug"]["images_per_sec"]
+    assert remote["ratio_to_local_shards"] == remote["images_per_sec"] / local["images_per_sec"]
     assert "loader-clean" not in record["config"]  # the clean comparison needs the generated sets
     assert main(["loader", *arguments[:-1], str(tmp_path / "missing"), "--out", str(out)]) == 2
     with pytest.raises(FileNotFoundError, match="missing"):
