@@ -60,15 +60,19 @@ def hashed_normal(seeds: Tensor, shape: tuple[int, int, int]) -> Tensor:
         >>> noise.shape, bool(noise.mean().abs() < 0.05), bool((noise.std() - 1).abs() < 0.05)
         (torch.Size([2, 3, 64, 64]), True, True)
     """
-    count = math.prod(shape)
-    counter = torch.arange(count, device=seeds.device, dtype=torch.int64).unsqueeze(0)
-    key = _hash32(seeds.to(torch.int64).view(-1, 1) & _LOW32)
+    counter = torch.arange(math.prod(shape), device=seeds.device, dtype=torch.int64).unsqueeze(0)
+    return _normal_at(seeds.to(torch.int64).view(-1, 1), counter).view(-1, *shape)
+
+
+def _normal_at(seeds: Tensor, counter: Tensor) -> Tensor:
+    """``hashed_normal``'s float32 value for int64 ``seeds`` at pixel indices ``counter`` (broadcast together)."""
+    key = _hash32(seeds & _LOW32)
     first = _hash32((key ^ (2 * counter)) & _LOW32)
     second = _hash32((_hash32(key ^ 0x5BD1E995) ^ (2 * counter + 1)) & _LOW32)
     u1 = (first.to(torch.float64) + 0.5) * 2.0**-32
     u2 = (second.to(torch.float64) + 0.5) * 2.0**-32
     normal = torch.sqrt(-2.0 * torch.log(u1)) * torch.cos((2.0 * math.pi) * u2)
-    return normal.to(torch.float32).view(-1, *shape)
+    return normal.to(torch.float32)
 
 
 def erase(
@@ -95,16 +99,55 @@ def erase(
     """
     check_images(images, "erase")
     batch, channels, height, width = images.shape
+    if values is None and noise_seeds is None:
+        raise ValueError("erase needs values or noise_seeds")
+    if images.device.type == "cpu":
+        return _erase_boxes(images, boxes, mask, values, noise_seeds, inplace)
     inside = box_mask(boxes.to(images.device, non_blocking=True), height, width, _mask(mask, images).view(-1))
     if noise_seeds is not None:
         fill = hashed_normal(noise_seeds.to(images.device, non_blocking=True), (channels, height, width)).to(images.dtype)
-    elif values is not None:
-        fill = values.to(device=images.device, non_blocking=True).to(images.dtype).view(1, -1, 1, 1)
     else:
-        raise ValueError("erase needs values or noise_seeds")
+        fill = values.to(device=images.device, non_blocking=True).to(images.dtype).view(1, -1, 1, 1)
     if inplace:
         return images.copy_(torch.where(inside, fill, images))
     return torch.where(inside, fill, images)
+
+
+def _erase_boxes(
+    images: Tensor, boxes: Tensor, mask: Tensor, values: Tensor | None, noise_seeds: Tensor | None, inplace: bool
+) -> Tensor:
+    """``erase`` on the CPU: only the boxes of the erased images are written (host reads are free there).
+
+    The same values as the batched path: a box takes ``values`` cast to the images' dtype, or the noise
+    ``hashed_normal`` gives at those pixels (computed for the box's pixels only).
+    """
+    out = images if inplace else images.clone()
+    rows = mask.to(torch.bool).view(-1).nonzero().view(-1).tolist()
+    if not rows:
+        return out
+    channels, height, width = images.shape[1:]
+    box_rows = boxes.to(torch.int64).tolist()
+    fill = None if values is None else values.to(images.dtype).view(-1, 1, 1)
+    seeds = None if noise_seeds is None else noise_seeds.to(torch.int64).view(-1).tolist()
+    for row in rows:
+        top, left, box_height, box_width = box_rows[row]
+        bottom, right = min(max(top + box_height, 0), height), min(max(left + box_width, 0), width)
+        top, left = min(max(top, 0), height), min(max(left, 0), width)
+        if bottom <= top or right <= left:
+            continue
+        target = out[row, :, top:bottom, left:right]
+        if seeds is None:
+            target.copy_(fill.expand_as(target))
+        else:
+            target.copy_(_box_noise(seeds[row], channels, height, width, top, left, bottom, right).to(images.dtype))
+    return out
+
+
+def _box_noise(seed: int, channels: int, height: int, width: int, top: int, left: int, bottom: int, right: int) -> Tensor:
+    """``hashed_normal(seed, (channels, height, width))[0, :, top:bottom, left:right]``, computed for those pixels only."""
+    rows = torch.arange(top, bottom, dtype=torch.int64).view(1, -1, 1) * width
+    counter = torch.arange(channels, dtype=torch.int64).view(-1, 1, 1) * (height * width) + rows + torch.arange(left, right)
+    return _normal_at(torch.tensor(seed, dtype=torch.int64), counter)
 
 
 def mix(images: Tensor, partner: Tensor, lam: Tensor, cutmix: Tensor, boxes: Tensor) -> Tensor:
