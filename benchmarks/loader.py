@@ -18,8 +18,9 @@ The training recipe of issue 16 on the same files, same workers and batch size (
 - ``gpuaug-policy``: ``ga.GPULoader`` (decode="auto") with RandomResizedCrop + flip + TrivialAugmentWide +
   Normalize + RandomErasing(p=0.25); its ``ratio_to_timm`` is the CPU target of issue 16 (>= 1.2x).
 - ``gpuaug-shards`` / ``gpuaug-shards-http``: ``gpuaug``'s loader over the same set as WebDataset tar
-  shards (``ga.WebDataset``), read locally by offset / from a loopback HTTP server by range reads;
-  ``ratio_to_files`` (issue 17: local >= 1) and ``ratio_to_local_shards`` (HTTP: >= 0.8).
+  shards (``ga.WebDataset``), read locally by offset / from a loopback HTTP server by range reads
+  (``-http``, one request per image) or through a whole-shard cache (``-http-cached``, each shard
+  fetched once); ``ratio_to_files`` (issue 17: local >= 1) and ``ratio_to_local_shards`` (HTTP >= 0.8).
 
 Decode ceilings (decode only, nothing else; every image counted once it is an RGB uint8 array):
 
@@ -72,6 +73,7 @@ from gpuaug.tools.shards import write_shards
 BASELINE = "pil-dataloader"
 POLICY, TIMM = "gpuaug-policy", "timm-dataloader"
 SHARDS, SHARDS_HTTP = "gpuaug-shards", "gpuaug-shards-http"  # the same set as WebDataset shards: local, loopback HTTP
+SHARDS_CACHED = "gpuaug-shards-http-cached"  # HTTP with whole shards fetched once into a bounded local cache
 
 
 def _shards_of(root: Path, user_data: bool, stack: contextlib.ExitStack) -> list[str]:
@@ -285,9 +287,13 @@ def run_set(
             pipelines[TIMM] = _moved(timm_loader, device)
         shards = _shards_of(root, args.data is not None, stack)
         base_url = stack.enter_context(serve_directory(Path(shards[0]).parent))
+        urls = [f"{base_url}/{Path(path).name}" for path in shards]
+        cache = tempfile.mkdtemp(prefix="gpuaug-shard-cache-")
+        stack.callback(shutil.rmtree, cache, ignore_errors=True)
         for name, source in (
             (SHARDS, ga.WebDataset(shards)),
-            (SHARDS_HTTP, ga.WebDataset([f"{base_url}/{Path(path).name}" for path in shards], timeout=60)),
+            (SHARDS_HTTP, ga.WebDataset(urls, timeout=60)),
+            (SHARDS_CACHED, ga.WebDataset(urls, timeout=60, cache_dir=cache, cache_bytes="4GB")),
         ):
             loader = ga.GPULoader(source, shuffle=True, device=device, **common, transform=gpuaug_recipe(size), decode="auto")
             loaders[name] = loader
@@ -351,9 +357,9 @@ def run_set(
             item.extra["ceiling"] = ceiling
             if ceiling in rates:
                 item.extra["fraction_of_ceiling"] = item.images_per_sec / rates[ceiling]
-            if item.pipeline in (SHARDS, SHARDS_HTTP) and rates.get("gpuaug"):  # issue 17: >= 1 (local), >= 0.8 (HTTP)
+            if item.pipeline in (SHARDS, SHARDS_HTTP, SHARDS_CACHED) and rates.get("gpuaug"):  # issue 17: local >= 1
                 item.extra["ratio_to_files"] = item.images_per_sec / rates["gpuaug"]
-            if item.pipeline == SHARDS_HTTP and rates.get(SHARDS):
+            if item.pipeline in (SHARDS_HTTP, SHARDS_CACHED) and rates.get(SHARDS):  # issue 17: HTTP >= 0.8
                 item.extra["ratio_to_local_shards"] = item.images_per_sec / rates[SHARDS]
             if item.pipeline == POLICY:
                 item.extra["ops"] = RECIPE_OPS
