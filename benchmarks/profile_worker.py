@@ -4,7 +4,7 @@ Runs the CPU loader's worker-side batch function (decode, the pipeline, the writ
 on the benchmark set under ``cProfile`` in one process, and reports milliseconds per image for
 the JPEG decode, the crop + resize, the fused colour + normalise pass and the copy into the
 batch, with the machine it ran on. The README's CPU profile figures come from its output file in
-``benchmarks/results/``.
+``benchmarks/results/worker-profile/``.
 """
 
 from __future__ import annotations
