@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
-import platform
 import pstats
 import time
 from pathlib import Path
@@ -21,6 +20,7 @@ import torch
 
 import gpuaug as ga
 from benchmarks import data as bench_data
+from benchmarks.common import cpu_name
 from gpuaug.loader.worker import WorkerOptions, WorkerSide
 
 PARTS = {
@@ -30,15 +30,6 @@ PARTS = {
     "write into the batch": ("~", "<method 'copy_' of 'torch._C.TensorBase' objects>"),
 }
 
-
-def _cpu() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -76,7 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
         "images": images,
         "ms_per_image": per_image,
         "pipeline": "RandomResizedCrop(224) + RandomHorizontalFlip + ColorJitter(0.4, 0.4, 0.4) + Normalize, float32 out",
-        "machine": f"{_cpu()}, torch {torch.__version__}, 1 thread",
+        "machine": f"{cpu_name()}, torch {torch.__version__}, 1 thread",
         "date": time.strftime("%Y-%m-%d"),
     }
     print(json.dumps(result, indent=2))

@@ -138,7 +138,8 @@ def _check_size(size: Any, name: str = "size", allow_single: bool = True) -> tup
     return tuple(int(v) for v in size)
 
 
-def _check_range(value: Any, name: str, *, low_bound: float, inclusive: bool) -> tuple[float, float]:
+def _check_pair(value: Any, name: str) -> tuple[float, float]:
+    """A ``(min, max)`` pair of finite numbers, or a ValueError naming ``name``."""
     if (
         not isinstance(value, Sequence)
         or isinstance(value, str)
@@ -146,7 +147,11 @@ def _check_range(value: Any, name: str, *, low_bound: float, inclusive: bool) ->
         or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
     ):
         raise ValueError(f"{name} must be a (min, max) pair of numbers, got {value!r}")
-    low, high = _check_finite(value[0], f"{name} min"), _check_finite(value[1], f"{name} max")
+    return _check_finite(value[0], f"{name} min"), _check_finite(value[1], f"{name} max")
+
+
+def _check_range(value: Any, name: str, *, low_bound: float, inclusive: bool) -> tuple[float, float]:
+    low, high = _check_pair(value, name)
     above = low >= low_bound if inclusive else low > low_bound
     if low > high or not above:
         relation = "<=" if inclusive else "<"

@@ -18,7 +18,7 @@ from torch import Tensor
 
 from gpuaug import functional as F
 from gpuaug.functional import mixing as M
-from gpuaug.transforms.base import BatchInfo, Images, Params, Transform, _check_finite, _check_probability, _uniform
+from gpuaug.transforms.base import BatchInfo, Images, Params, Transform, _check_finite, _check_pair, _check_probability, _uniform
 
 __all__ = ["RandomErasing"]
 
@@ -86,14 +86,7 @@ class RandomErasing(Transform):
 
     @staticmethod
     def _check_pair(value: Any, name: str, low: float, high: float) -> tuple[float, float]:
-        if (
-            not isinstance(value, Sequence)
-            or isinstance(value, str)
-            or len(value) != 2
-            or not all(isinstance(v, numbers.Real) and not isinstance(v, bool) for v in value)
-        ):
-            raise ValueError(f"{name} must be a (min, max) pair of numbers, got {value!r}")
-        first, second = _check_finite(value[0], name), _check_finite(value[1], name)
+        first, second = _check_pair(value, name)
         if not low <= first <= second <= high:
             raise ValueError(f"{name} must satisfy {low:g} <= min <= max <= {high:g}, got {value!r}")
         return first, second
