@@ -37,12 +37,18 @@ def _flatten(transform: Any) -> list[Any]:
     return [transform]
 
 
-def _bilinear(transform: Any) -> None:
+def _interpolation(transform: Any) -> InterpolationMode:
+    """The transform's interpolation as an ``InterpolationMode`` (v1 also takes ints and strings)."""
     mode = transform.interpolation
     if isinstance(mode, int):
         mode = v1.functional._interpolation_modes_from_int(mode)
     elif isinstance(mode, str):
         mode = InterpolationMode(mode.lower())
+    return mode
+
+
+def _bilinear(transform: Any) -> None:
+    mode = _interpolation(transform)
     if mode != InterpolationMode.BILINEAR:
         raise _Unsupported(f"{type(transform).__name__}(interpolation={getattr(mode, 'name', mode)}): only BILINEAR")
 
@@ -54,11 +60,7 @@ def _antialias(transform: Any) -> bool:
 
 
 def _policy_interpolation(transform: Any) -> str:
-    mode = transform.interpolation
-    if isinstance(mode, int):
-        mode = v1.functional._interpolation_modes_from_int(mode)
-    elif isinstance(mode, str):
-        mode = InterpolationMode(mode.lower())
+    mode = _interpolation(transform)
     if mode not in (InterpolationMode.NEAREST, InterpolationMode.BILINEAR):
         raise _Unsupported(f"{type(transform).__name__}(interpolation={getattr(mode, 'name', mode)}): only NEAREST or BILINEAR")
     return mode.value
