@@ -224,7 +224,7 @@ def _moved(loader, device: torch.device):
 def decode_modes() -> tuple[str, ...]:
     """The ``decode`` values the installed GPULoader knows (``DECODERS`` where it says, else the first three)."""
     try:
-        from gpuaug.loader.gpu_loader import DECODERS
+        from gpuaug.io.decoders import DECODERS
 
         return tuple(DECODERS)
     except ImportError:

@@ -31,7 +31,6 @@ PARTS = {
 }
 
 
-
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=256, help="images profiled (default 256)")

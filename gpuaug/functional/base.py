@@ -13,7 +13,6 @@ from torch import Tensor
 
 __all__ = ["BRIGHTNESS", "CONTRAST", "GRAY_WEIGHTS", "HUE", "SATURATION", "as_batch", "check_images", "image_sizes"]
 
-ImageBatch = Tensor
 ImageList = Sequence[Tensor]
 
 # torchvision's luma weights for rgb_to_grayscale, adjust_saturation and adjust_contrast (note

@@ -29,7 +29,16 @@ from torch import Tensor
 from gpuaug.io import nvdecode
 from gpuaug.io.decode import DEFAULT_MAX_PIXELS, DecodeError, ImageHeader, decode_cpu, decode_jpegs_cuda
 
-__all__ = ["DECODERS", "Decoded", "Decoder", "NvImageCodecDecoder", "NvJpegDecoder", "choose_decoder", "nvjpeg_takes"]
+__all__ = [
+    "DECODERS",
+    "Decoded",
+    "Decoder",
+    "check_decode",
+    "NvImageCodecDecoder",
+    "NvJpegDecoder",
+    "choose_decoder",
+    "nvjpeg_takes",
+]
 
 DECODERS = ("auto", "cpu", "nvjpeg", "nvimgcodec")
 
@@ -148,6 +157,12 @@ class NvImageCodecDecoder:
         return Decoded(images, failed)
 
 
+def check_decode(decode: object) -> None:
+    """A ``ValueError`` naming ``decode`` unless it is one of ``DECODERS``."""
+    if decode not in DECODERS:
+        raise ValueError(f"decode must be one of {', '.join(map(repr, DECODERS))}, got {decode!r}")
+
+
 def choose_decoder(
     decode: str, device: torch.device, files: bool, exif_orientation: bool, max_pixels: int | None
 ) -> Decoder | None:
@@ -160,8 +175,7 @@ def choose_decoder(
     Raises:
         ValueError: naming ``decode`` when it is unknown or cannot run on ``device``.
     """
-    if decode not in DECODERS:
-        raise ValueError(f"decode must be one of {', '.join(map(repr, DECODERS))}, got {decode!r}")
+    check_decode(decode)
     if decode == "nvjpeg" and device.type != "cuda":
         raise ValueError("decode='nvjpeg' needs a CUDA device; use decode='cpu', 'nvimgcodec' or 'auto'")
     if not files:

@@ -213,13 +213,17 @@ class PackedBatch:
 
     def to(self, device: torch.device | str, non_blocking: bool = True) -> PackedBatch:
         """The same batch with ``data`` on ``device`` (the description stays on the host)."""
-        return PackedBatch(
-            self.data.to(device, non_blocking=non_blocking), self.offsets, self.heights, self.widths, self.strides, self.sizes
-        )
+        return self._with_data(self.data.to(device, non_blocking=non_blocking))
 
     def pin_memory(self) -> PackedBatch:
         """The same batch with ``data`` in page-locked host memory (DataLoader's pin_memory calls this)."""
-        return PackedBatch(self.data.pin_memory(), self.offsets, self.heights, self.widths, self.strides, self.sizes)
+        return self._with_data(self.data.pin_memory())
+
+    def _with_data(self, data: Tensor) -> PackedBatch:
+        """This batch's checked description over a copy of its ``data`` (same elements): not checked again."""
+        batch = object.__new__(PackedBatch)
+        batch.__dict__.update(self.__dict__, data=data)
+        return batch
 
     def __repr__(self) -> str:
         return f"PackedBatch(images={len(self)}, elements={self.data.numel()}, device={self.device})"

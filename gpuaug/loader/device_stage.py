@@ -50,6 +50,7 @@ class StageOptions:
     """``batch_transform(images, labels, generator=...) -> (images, targets)`` (MixUp, CutMix), run on the
     finished batch with a CPU generator seeded from the batch's seed."""
 
+
 @dataclass
 class Failures:
     """The loader's ``on_error`` policy: ``report`` raises a ``DecodeError`` naming the file

@@ -47,7 +47,7 @@ from gpuaug import transforms as T
 from gpuaug.interop.kornia import from_kornia, is_kornia
 from gpuaug.interop.torchvision import from_torchvision
 from gpuaug.io.decode import DEFAULT_MAX_PIXELS
-from gpuaug.io.decoders import DECODERS, choose_decoder
+from gpuaug.io.decoders import check_decode, choose_decoder
 from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, is_file_list
 from gpuaug.loader.device_stage import DeviceStage, Failures, StageOptions
 from gpuaug.loader.health import HostBatches, torch_says_worker_died, unregister_sigchld, worker_exit_error
@@ -297,8 +297,7 @@ class GPULoader:
             raise ValueError(f"timeout option should be non-negative, got {timeout!r}")
         if prefetch_factor is not None and (type(prefetch_factor) is not int or prefetch_factor < 1):
             raise ValueError(f"prefetch_factor must be a positive int, got {prefetch_factor!r}")
-        if decode not in DECODERS:
-            raise ValueError(f"decode must be one of {', '.join(map(repr, DECODERS))}, got {decode!r}")
+        check_decode(decode)
         if augment_in not in ("auto", "workers", "device"):
             raise ValueError(f"augment_in must be 'auto', 'workers' or 'device', got {augment_in!r}")
         self.device = resolve_device(device)

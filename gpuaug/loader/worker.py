@@ -186,6 +186,18 @@ class WorkerSide(Dataset):
             data, path, exif_orientation=options.exif_orientation, reduce=reduce, header=header, max_pixels=options.max_pixels
         )
 
+    def _decode_row(
+        self, batch: HostBatch, row: int, data: bytes, header: ImageHeader, limit: float | None
+    ) -> torch.Tensor | None:
+        """Row ``row``'s image (at a reduced JPEG scale where the first op's ``limit`` allows), or None with
+        the failure recorded in ``batch.failures``."""
+        reduce = self.options.reduce_factor(header, limit) if limit is not None else 1
+        try:
+            return self._decode(data, header, batch.paths[row], reduce)
+        except DecodeError as error:
+            batch.failures.append((error.path, error.reason))
+            return None
+
     def __getitems__(self, keys: list[tuple[int, int]]) -> HostBatch:
         """Read (and decode, and augment or prepare) a whole batch; draws from (epoch seed, the indices)."""
         start = time.perf_counter()
@@ -242,15 +254,13 @@ class WorkerSide(Dataset):
                     covered.append(region)
                     decoded_sizes.append(region[2:])  # the device decodes at full scale
                     continue
-                reduce = self.options.reduce_factor(header, limits[row]) if limits is not None else 1
-                try:
-                    image = R.crop_decoded(self._decode(data, header, batch.paths[row], reduce), region, full)
-                except DecodeError as error:
-                    batch.failures.append((error.path, error.reason))
+                image = self._decode_row(batch, row, data, header, limits[row] if limits is not None else None)
+                if image is None:
                     failed.append(row)
                     covered.append(region)
                     decoded_sizes.append(region[2:])
                     continue
+                image = R.crop_decoded(image, region, full)
             images.append(image)
             batch.decoded_rows.append(row)
             covered.append(region)
@@ -278,12 +288,11 @@ class WorkerSide(Dataset):
                 decoded.append(payload)
                 continue
             data, header = payload
-            reduce = self.options.reduce_factor(header, limits[row]) if limits is not None else 1
-            try:
-                decoded.append(self._decode(data, header, batch.paths[row], reduce))
-            except DecodeError as error:
-                batch.failures.append((error.path, error.reason))
+            image = self._decode_row(batch, row, data, header, limits[row] if limits is not None else None)
+            if image is None:
                 failed.append(row)
+            else:
+                decoded.append(image)
         decoded = _one_dtype(decoded)
         if failed:
             batch.drop(failed)
