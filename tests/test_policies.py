@@ -137,6 +137,21 @@ def test_equalize_float_and_solarize_threshold_match_torchvision():
     assert torch.equal(P.solarize(images, thresholds), expected)
 
 
+def test_uint8_solarize_and_equalize_edges_match_torchvision():
+    """The integer comparison of uint8 solarize at thresholds on, near and between levels (torchvision
+    compares with the float32 rounding of its Python threshold; above 255 nothing is inverted), and
+    equalize with a constant channel (kept as it is) beside ordinary ones."""
+    images = torch.arange(256, dtype=torch.uint8).view(1, 1, 16, 16).repeat(9, 3, 1, 1)
+    thresholds = [0.0, 0.5, 85.00000001, 84.99999, 127.5, 128.0, 254.9, 255.0, -math.inf]
+    expected = torch.stack([TF.solarize(image, t) if t >= 0 else 255 - image for image, t in zip(images, thresholds)])
+    assert torch.equal(P.solarize(images, torch.tensor(thresholds, dtype=torch.float64)), expected)
+    above = P.solarize(images[:2], torch.tensor([255.5, math.inf]))
+    assert torch.equal(above, images[:2])
+    mixed = images_of(torch.uint8, 3, seed=6)
+    mixed[1, 2] = 77  # one constant channel
+    assert torch.equal(P.equalize(mixed), torch.stack([TF.equalize(image) for image in mixed]))
+
+
 # ----------------------------------------------------------------------------------------------
 # draws: uniform ops and bins, fair signs, AutoAugment's probabilities; per image
 # ----------------------------------------------------------------------------------------------

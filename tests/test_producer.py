@@ -9,6 +9,7 @@ import io
 import multiprocessing
 import os
 import pickle
+import platform
 import signal
 import subprocess
 import sys
@@ -478,3 +479,51 @@ def test_pixel_and_file_size_limits_reach_every_decoder(files, options):
         warnings.simplefilter("ignore")
         images, _ = epoch(loader)
     assert len(images) == 4 and loader.stats.skipped == 0  # a limit equal to the largest file keeps it
+
+
+class _KeptFlags(torch.utils.data.Dataset):
+    """Label of every item: whether the process that loads it has set its allocator (a worker has)."""
+
+    def __len__(self) -> int:
+        return 4
+
+    def __getitem__(self, index: int):
+        from gpuaug.loader import worker
+
+        return torch.zeros(3, 8, 8, dtype=torch.uint8), int(os.getpid() == worker._KEPT_IN)
+
+
+@pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's allocator settings")
+def test_workers_keep_freed_memory_for_the_next_batch():
+    """The workers set glibc to keep freed blocks (``keep_freed_memory``): a second round of the same
+    allocations then faults few new pages in, where glibc's defaults give the heap back and fault it
+    all in again. Each in a fresh interpreter; the user's own process keeps its settings."""
+    script = textwrap.dedent(
+        """
+        import resource, sys, torch
+        from gpuaug.loader.worker import keep_freed_memory
+        if sys.argv[1] == "kept":
+            assert keep_freed_memory() and keep_freed_memory()
+        faults = []
+        for _ in range(2):
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+            blocks = [torch.ones(512 * 1024) for _ in range(40)]  # 40 blocks of 2 MiB
+            del blocks
+            faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+        print(*faults)
+        """
+    )
+    rounds = {}
+    for mode in ("default", "kept"):
+        done = subprocess.run([sys.executable, "-c", script, mode], capture_output=True, text=True, cwd=ROOT, timeout=GUARD)
+        assert done.returncode == 0, done.stderr
+        rounds[mode] = [int(value) for value in done.stdout.split()]
+    pages = 40 * 512  # 2 MiB blocks of 4 KiB pages
+    assert rounds["default"][0] > pages * 0.9 and rounds["default"][1] > pages // 2, rounds
+    assert rounds["kept"][0] > pages * 0.9 and rounds["kept"][1] < pages // 2, rounds
+
+    transform = ga.Compose([ga.CenterCrop(8)])
+    in_workers = ga.GPULoader(_KeptFlags(), batch_size=2, num_workers=1, transform=transform, device="cpu")
+    assert [labels.tolist() for _, labels in in_workers] == [[1, 1], [1, 1]]
+    in_process = ga.GPULoader(_KeptFlags(), batch_size=2, num_workers=0, transform=transform, device="cpu")
+    assert [labels.tolist() for _, labels in in_process] == [[0, 0], [0, 0]]

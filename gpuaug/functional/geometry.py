@@ -183,9 +183,11 @@ def _resized_crop_loop(
         if result.untyped_storage().data_ptr() == images[0].untyped_storage().data_ptr():
             result = result.clone()
         return result.unsqueeze(0)
-    first = images[0]
+    # The batch takes the layout the resize gave (torch's CPU resize returns planes even for HWC
+    # input): a batch of the other layout costs a transposing copy here and another in the next op.
+    first = results[0]
     memory_format = torch.channels_last if first.stride(0) == 1 and first.shape[0] > 1 else torch.contiguous_format
-    out = torch.empty((count, first.shape[0], *size), dtype=first.dtype, device=first.device, memory_format=memory_format)
+    out = torch.empty((count, *first.shape), dtype=first.dtype, device=first.device, memory_format=memory_format)
     return torch.stack(results, out=out) if memory_format == torch.contiguous_format else _stack_into(out, results)
 
 

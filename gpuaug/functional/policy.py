@@ -153,8 +153,23 @@ def _warp(images: Tensor, matrices: Tensor, interpolation: str, fill: Sequence[f
     dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
     theta = matrices.to(device=images.device, dtype=dtype, non_blocking=True)
     scale = torch.tensor([0.5 * width, 0.5 * height], dtype=dtype).to(images.device, non_blocking=True)
-    base = _base_grid(height, width, images.device).to(dtype)
-    grid = base.expand(batch, -1, -1).bmm(theta.transpose(1, 2) / scale).view(batch, height, width, 2)
+    rescaled = theta.transpose(1, 2) / scale  # [B, 3, 2]
+    if images.device.type == "cpu":
+        # x * t0 + y * t1 + t2 per pixel, separably: the same products and sums, in the same order, as
+        # the batched gemm torchvision uses (bit-equal: tests), which is several times slower on the
+        # CPU for an inner dimension of 3.
+        # One coordinate plane at a time (a broadcast over a trailing pair runs element by element).
+        xs = _base_grid(1, width, images.device).to(dtype)[..., 0].view(1, 1, width)
+        ys = _base_grid(height, 1, images.device).to(dtype)[..., 1].view(1, height, 1)
+        grid = torch.empty((batch, height, width, 2), dtype=dtype)
+        for axis in range(2):
+            column = rescaled[:, :, axis].reshape(batch, 3, 1, 1)
+            plane = grid[..., axis]
+            torch.add(xs * column[:, 0], ys * column[:, 1], out=plane)
+            plane.add_(column[:, 2])
+    else:
+        base = _base_grid(height, width, images.device).to(dtype)
+        grid = base.expand(batch, -1, -1).bmm(rescaled).view(batch, height, width, 2)
     source = images.to(dtype)
     if fill is not None:
         source = torch.cat([source, torch.ones_like(source[:, :1])], dim=1)
@@ -199,29 +214,39 @@ def _blend(images: Tensor, ops: Tensor, factors: Tensor) -> Tensor:
     # On the CPU (host reads free) the grayscale is computed only when an image needs it: Brightness does not.
     needs_gray = images.device.type != "cpu" or bool(((ops == COLOR) | (ops == CONTRAST)).any())
     gray = _gray(images) if needs_gray else zero  # once for Color and Contrast
+    # On the CPU a whole-image torch.where costs several times a multiply: there each image's reference
+    # is the sum of its own term and exact zeros (grayscale values are finite and >= 0).
+    cpu = images.device.type == "cpu"
     if images.shape[1] == 3:
-        reference = torch.where(ops == COLOR, gray, reference)
+        if cpu and needs_gray:
+            reference = gray * (ops == COLOR)
+        elif needs_gray:
+            reference = torch.where(ops == COLOR, gray, reference)
     else:  # torchvision's saturation leaves 1-channel images as they are
         identity = ops == COLOR
         ratio, rest = torch.where(identity, torch.ones_like(ratio), ratio), torch.where(identity, zero, rest)
     if needs_gray:
-        reference = torch.where(ops == CONTRAST, gray.mean(dim=(-3, -2, -1), keepdim=True), reference)
-    out = torch.addcmul(images.mul(ratio), reference, rest).clamp_(0.0, _max_value(images.dtype))  # one rounding, as add_(alpha=)
+        mean = gray.mean(dim=(-3, -2, -1), keepdim=True)
+        reference = reference + mean * (ops == CONTRAST) if cpu else torch.where(ops == CONTRAST, mean, reference)
+    # converted first, then scaled: the same values as images.mul(ratio), whose mixed-dtype loop is ~5x slower
+    scaled = images.to(torch.promote_types(images.dtype, ratio.dtype)).mul_(ratio)
+    out = torch.addcmul(scaled, reference, rest).clamp_(0.0, _max_value(images.dtype))  # one rounding, as add_(alpha=)
     return out.to(images.dtype)
 
 
-def _blur_uint8(images: Tensor) -> Tensor:
-    """torchvision's rounded sharpness blur of uint8 images (``[B, C, H-2, W-2]`` float32), in integers.
+def _blur_uint8(values: Tensor) -> Tensor:
+    """torchvision's rounded sharpness blur of uint8 images given as float32 ``values`` (``[B, C, H-2, W-2]``).
 
     torchvision convolves the float32 image with the kernel (1/13, centre 5/13) and rounds. The exact
     value is ``k / 13`` with ``k`` the 3x3 sum plus 4 times the centre (an integer up to 3315): never a
     half, at least 1/26 away from one, far beyond the convolution's float32 error (< 1e-3), so
-    ``round(k / 13)``, computed exactly as ``(2k + 13) // 26``, is torchvision's value.
+    ``round(k / 13)`` is ``floor((2k + 13) / 26)``. Every sum is an integer below 2^24 (exact in
+    float32) and ``2k + 13`` is odd, at least 1/26 from a multiple of 26, far beyond the error of the
+    multiplication by 1/26: the floor is exact.
     """
-    x = images.to(torch.int16)
-    rows = x[..., :-2, :] + x[..., 1:-1, :] + x[..., 2:, :]
-    k = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * x[..., 1:-1, 1:-1]
-    return k.mul_(2).add_(13).div_(26, rounding_mode="floor").to(torch.float32)
+    rows = values[..., :-2, :] + values[..., 1:-1, :] + values[..., 2:, :]
+    k = rows[..., :-2] + rows[..., 1:-1] + rows[..., 2:] + 4 * values[..., 1:-1, 1:-1]
+    return k.mul_(2.0).add_(13.0).mul_(1.0 / 26.0).floor_()
 
 
 def sharpen(images: Tensor, factors: Tensor) -> Tensor:
@@ -239,7 +264,7 @@ def sharpen(images: Tensor, factors: Tensor) -> Tensor:
     kernel_dtype = images.dtype if fp else torch.float32
     output = images.to(dtype=kernel_dtype, copy=True)
     if not fp and images.device.type == "cpu":
-        blurred = _blur_uint8(images)  # the same values, without the CPU's slow depthwise convolution
+        blurred = _blur_uint8(output)  # the same values, without the CPU's slow depthwise convolution
     else:
         a, b = 1.0 / 13.0, 5.0 / 13.0
         kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=kernel_dtype).to(images.device).expand(channels, 1, 3, 3)
@@ -276,9 +301,17 @@ def solarize(images: Tensor, thresholds: Tensor) -> Tensor:
         >>> solarize(torch.tensor([[[[10, 200]]]], dtype=torch.uint8), torch.tensor([128.0])).flatten()
         tensor([10, 55], dtype=torch.uint8)
     """
-    dtype = images.dtype if images.is_floating_point() else torch.float32
-    inverted = images.bitwise_not() if images.dtype == torch.uint8 else 1.0 - images
-    return torch.where(images >= _column(thresholds, images, dtype), inverted, images)
+    if images.dtype == torch.uint8:
+        # pixel >= t  <=>  pixel >= ceil(t) for integers: a uint8 comparison (a float one is ~10x slower
+        # on the CPU); a threshold above 255 inverts nothing. t is rounded to float32 first, as torchvision
+        # compares a uint8 image with a Python float.
+        limits = torch.ceil(thresholds.to(device=images.device, dtype=torch.float32, non_blocking=True))
+        mask = images >= limits.clamp(0, 255).to(torch.uint8).view(-1, 1, 1, 1)
+        above = limits > 255
+        if images.device.type != "cpu" or bool(above.any()):  # host read: free on the CPU
+            mask &= ~above.view(-1, 1, 1, 1)
+        return images.bitwise_xor(mask.view(torch.uint8).neg_())  # 255 - pixel where masked; torch.where is ~7x slower
+    return torch.where(images >= _column(thresholds, images, images.dtype), 1.0 - images, images)
 
 
 def autocontrast(images: Tensor) -> Tensor:
@@ -325,7 +358,8 @@ def equalize(images: Tensor) -> Tensor:
     lut = cum_hist[..., :-1].add(step // 2).div_(step, rounding_mode="floor").clamp_(0, 255).to(torch.uint8)
     lut = torch.cat([lut.new_zeros(1).expand(batch_shape + (1,)), lut], dim=-1)
     equalized = lut.gather(dim=-1, index=flat).view_as(source)
-    out = torch.where(valid.unsqueeze(-1), equalized, source)
+    # a constant channel stays as it is; on the CPU (host read free) only when there is one
+    out = equalized if images.device.type == "cpu" and bool(valid.all()) else torch.where(valid.unsqueeze(-1), equalized, source)
     return out if images.dtype == torch.uint8 else out.to(images.dtype).mul_(1.0 / 255.0)
 
 
@@ -368,6 +402,15 @@ def _grouped_rows(images: Tensor, group: Tensor, passes: Sequence[_Pass]) -> Ten
     return grouped.index_select(0, torch.argsort(order))
 
 
+_PASS_OF_OP = (7, 0, 0, 0, 0, 0, 1, 1, 1, 2, 3, 4, 5, 6, 4)
+"""The pass of ``auto_augment_ops`` each op code (``IDENTITY`` .. ``INVERT``) runs in; 7: none."""
+
+
+@functools.lru_cache(maxsize=8)
+def _pass_table(device: torch.device) -> Tensor:
+    return torch.tensor(_PASS_OF_OP, dtype=torch.int64).to(device)
+
+
 def auto_augment_ops(
     images: Tensor,
     ops: Tensor,
@@ -402,30 +445,26 @@ def auto_augment_ops(
     magnitudes = magnitudes.to(device=images.device, dtype=torch.float64, non_blocking=True)
     fill = None if fill is None else [float(value) for value in fill]
 
+    bound = _max_value(images.dtype)
+    # One pass per kind of op; each reads the parameters of its own rows ``i`` only (on the CPU a pass
+    # runs only on its images, so nothing is computed for the others).
+    passes: list[_Pass] = [
+        lambda x, i: _warp(x, affine_matrices(ops[i], magnitudes[i], height, width), interpolation, fill),
+        lambda x, i: _blend(x, ops[i], 1.0 + magnitudes[i]),
+        lambda x, i: sharpen(x, 1.0 + magnitudes[i]),
+        lambda x, i: posterize(x, torch.where(ops[i] == POSTERIZE, magnitudes[i].to(torch.int64), 8)),
+        lambda x, i: solarize(x, torch.where(ops[i] == INVERT, -math.inf, bound * magnitudes[i])),
+        lambda x, i: autocontrast(x),
+        lambda x, i: equalize(x),
+    ]
+    # Every image is in at most one pass (its one op), so the order of the passes does not matter.
     # torchvision's rotate returns a copy for a multiple of 360 degrees (no resampling); at 90, 180, 270 it
     # uses rot90 where we resample: equal with nearest, within float rounding (< 1e-5) with bilinear.
-    geometric = (ops >= SHEAR_X) & (ops <= ROTATE) & ~((ops == ROTATE) & (torch.remainder(magnitudes, 360.0) == 0))
-    matrices = affine_matrices(ops, magnitudes, height, width)
-    factors = 1.0 + magnitudes
-    bits = torch.where(ops == POSTERIZE, magnitudes.to(torch.int64), torch.full_like(ops, 8))
-    bound = _max_value(images.dtype)
-    thresholds = torch.where(ops == INVERT, -math.inf, bound * magnitudes)
-    # Every image is in at most one pass (its one op), so the order of the passes does not matter.
-    passes: list[tuple[Tensor, _Pass]] = [
-        (geometric, lambda x, i: _warp(x, matrices[i], interpolation, fill)),
-        ((ops == BRIGHTNESS) | (ops == COLOR) | (ops == CONTRAST), lambda x, i: _blend(x, ops[i], factors[i])),
-        (ops == SHARPNESS, lambda x, i: sharpen(x, factors[i])),
-        (ops == POSTERIZE, lambda x, i: posterize(x, bits[i])),
-        ((ops == SOLARIZE) | (ops == INVERT), lambda x, i: solarize(x, thresholds[i])),
-        (ops == AUTOCONTRAST, lambda x, i: autocontrast(x)),
-        (ops == EQUALIZE, lambda x, i: equalize(x)),
-    ]
+    group = _pass_table(images.device)[ops]
+    group = torch.where((ops == ROTATE) & (torch.remainder(magnitudes, 360.0) == 0), len(passes), group)
     if images.device.type == "cpu":
-        group = torch.full_like(ops, len(passes))
-        for index, (rows, _) in enumerate(passes):
-            group = torch.where(rows, index, group)
-        return _grouped_rows(images, group, [op for _, op in passes])
+        return _grouped_rows(images, group, passes)
     out = images
-    for rows, op in passes:
-        out = _where_rows(out, rows, op)
+    for index, op in enumerate(passes):
+        out = _where_rows(out, group == index, op)
     return out.clone() if out is images else out
