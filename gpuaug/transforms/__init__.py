@@ -21,6 +21,7 @@ from gpuaug.transforms.erasing import RandomErasing
 from gpuaug.transforms.geometry import CenterCrop, RandomFlip, RandomHorizontalFlip, RandomResizedCrop, RandomVerticalFlip, Resize  # noqa: F401
 from gpuaug.transforms.mixing import CutMix, MixUp, RandomMix
 from gpuaug.transforms.policies import AutoAugment, RandAugment, TrivialAugmentWide
+from gpuaug.transforms.timm_policy import TimmRandAugment
 
 __all__ = [
     "IMAGENET_MEAN",
@@ -42,5 +43,6 @@ __all__ = [
     "RandAugment",
     "RandomErasing",
     "RandomMix",
+    "TimmRandAugment",
     "TrivialAugmentWide",
 ]
