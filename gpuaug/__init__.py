@@ -10,6 +10,7 @@ Example:
 
 from gpuaug import functional, transforms
 from gpuaug.interop.kornia import KorniaTransform, from_kornia, is_kornia
+from gpuaug.interop.timm import from_timm
 from gpuaug.interop.torchvision import from_torchvision
 from gpuaug.io.decode import DecodeError
 from gpuaug.io.packed import PackedBatch
@@ -34,6 +35,7 @@ __all__ = [
     "ShardSampler",
     "WebDataset",
     "from_kornia",
+    "from_timm",
     "from_torchvision",
     "functional",
     "is_kornia",
