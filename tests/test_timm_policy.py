@@ -344,13 +344,15 @@ def test_half_precision_close_to_float32():
 
 
 @pytest.mark.cuda
-def test_cuda_equals_cpu(photo_batch):
+def test_cuda_close_to_cpu(photo_batch):
+    """Not yet run on a GPU. Expected differences: Sharpness's blur is a float32 convolution on CUDA (TF32 where cuDNN
+    allows it), which may move a blurred level by one, and the blend's factor (up to 2.5 here) that by up to 2 levels."""
     augment, rows = augment_of(True), every_op(True)
     images = photo_batch[torch.arange(len(rows)) % len(photo_batch)]
     cpu = augment(images, params=one_step(rows))
     cuda = augment(images.cuda(), params=one_step(rows, "cuda")).cpu()
     difference = (cuda.double() - cpu.double()).abs()
-    assert difference.max() <= 1 and (difference > 0).double().mean() < 1e-3
+    assert difference.max() <= 2 and (difference > 0).double().mean() < 0.01
 
 
 def test_in_a_compose_after_a_crop():
