@@ -213,15 +213,25 @@ def measure_all(
     baseline: str,
     failures: dict[str, str] | None = None,
 ) -> list[Measurement]:
-    """``measure`` every pipeline in turn (printing each as it ends), ratios against ``baseline``.
+    """Time every pipeline (median of ``repeats``, as :func:`measure`), ratios against ``baseline``.
 
-    A pipeline that raises is left out and its error kept in ``failures`` (``"Type: message"``), so
-    one broken path (say a CUDA out-of-memory) does not cost the other measurements.
+    The repeats are interleaved: after one warm-up run of each pipeline, every round runs each once.
+    A slow spell of the machine (another process, a frequency change) then falls on all pipelines
+    alike rather than on those timed during it, so the ratios between pipelines (what the targets
+    are) hold within one run. A pipeline that raises is left out from then on and its error kept in
+    ``failures`` (``"Type: message"``), so one broken path (say a CUDA out-of-memory) does not cost
+    the other measurements.
     """
-    measurements = []
-    for name, run_once in pipelines.items():
+    live = dict(pipelines)
+    rates: dict[str, list[float]] = {name: [] for name in pipelines}
+    images: dict[str, int] = {}
+
+    def run(name: str, timed: bool) -> None:
         try:
-            measurements.append(measure(benchmark, name, run_once, device, repeats=repeats))
+            synchronize(device)
+            start = time.perf_counter()
+            count = live[name]()
+            synchronize(device)
         except Exception as error:  # noqa: BLE001 - recorded, printed, and the run goes on
             message = f"{type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}"[:500]
             print(f"  {benchmark} {name}: FAILED {message}", flush=True)
@@ -229,7 +239,22 @@ def measure_all(
                 failures[name] = message
             if device.type == "cuda":
                 torch.cuda.empty_cache()
-            continue
+            del live[name]
+            return
+        if timed:
+            rates[name].append(count / (time.perf_counter() - start))
+            images[name] = count
+
+    for name in list(live):
+        run(name, timed=False)
+    for _ in range(repeats):
+        for name in list(live):
+            run(name, timed=True)
+    measurements = []
+    for name in live:
+        values = rates[name]
+        median = statistics.median(values)
+        measurements.append(Measurement(benchmark, name, median, min(values), max(values), repeats, images[name]))
         print(f"  {benchmark} {name}: {measurements[-1].images_per_sec:.1f} img/s", flush=True)
     add_ratios(measurements, baseline)
     return measurements

@@ -397,3 +397,27 @@ def test_an_out_folder_that_cannot_be_written_exits_2(tmp_path, capsys, monkeypa
         error
         == f"python -m benchmarks: error: --out {out}: cannot write in this folder (read-only file system or no permission)\n"
     )
+
+
+def test_measure_all_interleaves_repeats_and_leaves_out_a_failing_pipeline(capsys):
+    """One warm-up run each, then rounds of one run each (a slow spell falls on every pipeline alike);
+    a pipeline that raises is named in ``failures`` and run no more, the others are measured."""
+    calls: list[str] = []
+
+    def pipeline(name: str, fail_at: int | None = None):
+        def run() -> int:
+            calls.append(name)
+            if fail_at is not None and calls.count(name) == fail_at:
+                raise RuntimeError(f"{name} broke")
+            return 10
+
+        return run
+
+    failures: dict[str, str] = {}
+    runs = {"a": pipeline("a"), "b": pipeline("b", fail_at=3), "c": pipeline("c")}
+    measured = common.measure_all("loader", runs, torch.device("cpu"), repeats=3, baseline="a", failures=failures)
+    assert calls == ["a", "b", "c", "a", "b", "c", "a", "b", "c", "a", "c"]
+    assert [m.pipeline for m in measured] == ["a", "c"] and all(m.repeats == 3 and m.images_per_repeat == 10 for m in measured)
+    assert all(m.min <= m.images_per_sec <= m.max for m in measured) and measured[0].ratio_to_baseline == 1.0
+    assert failures == {"b": "RuntimeError: b broke"}
+    assert "loader b: FAILED RuntimeError: b broke" in capsys.readouterr().out

@@ -9,6 +9,7 @@ import json
 import os
 import shutil
 import socket
+import tarfile
 import warnings
 from pathlib import Path
 
@@ -21,7 +22,7 @@ from PIL import Image
 import gpuaug as ga
 from benchmarks.serve import serve_directory
 from gpuaug.__main__ import main
-from gpuaug.io.shards import WebDataset
+from gpuaug.io.shards import WebDataset, header_matches
 from gpuaug.loader.samplers import DistributedShardSampler, ShardSampler
 from gpuaug.tools.shards import write_shards
 
@@ -128,6 +129,33 @@ def test_http_with_range_reads_and_a_bounded_cache(folder, shards, server, tmp_p
     assert 0 < cached.cache.used() <= bound and len(os.listdir(tmp_path / "b" / "shards")) == 2
     tiny = WebDataset(url, cache_dir=tmp_path / "c", cache_bytes=100)  # every shard too big: range reads
     assert read_all(tiny) == expected and tiny.cache.used() == 0
+
+
+def test_a_batch_of_range_reads_equals_one_by_one_and_names_its_failures(folder, shards, tmp_path):
+    """``read_images`` (a worker's batch: remote range requests all at once) gives what ``read_image``
+    gives, each failure in its own entry naming shard and member, the other samples still read."""
+    expected = [data for data, _ in read_all(ga.ImageFolder(folder))]
+    order = list(range(len(expected)))[::-1]
+    with serve_directory(shards[0].parent) as url:
+        remote = WebDataset(f"{url}/shard-{{000000..{len(shards) - 1:06d}}}.tar", cache_dir=tmp_path / "a", timeout=30)
+        assert remote.read_images(order) == [expected[index] for index in order]
+        one_shard = [index for index in order if remote.locate(index)[0] is remote.shards[0]]
+        other = [index for index in order if index not in one_shard]
+        (shards[0].parent / shards[0].name).rename(tmp_path / "moved.tar")  # the server loses one shard
+        try:
+            results = remote.read_images(order)
+        finally:
+            (tmp_path / "moved.tar").rename(shards[0])
+    for index, result in zip(order, results):
+        if index in one_shard:
+            assert isinstance(result, ga.DecodeError) and f"{shards[0].name}#" in result.path, result
+        else:
+            assert result == expected[index]
+    assert one_shard and other
+    local = WebDataset(pattern(shards))
+    assert local.read_images(order) == [expected[index] for index in order]
+    with pytest.raises(IndexError):
+        local.read_images([len(expected)])
 
 
 def test_memory_filesystem_builds_its_index(folder, shards):
@@ -310,6 +338,46 @@ def test_stale_index_is_named_never_a_wrong_label(one_shard):
     with pytest.warns(UserWarning, match="rebuilt"):
         rebuilt = WebDataset(str(one_shard))
     assert rebuilt.targets[0] == 1 and rebuilt[1] == WebDataset(str(one_shard))[1]
+
+
+def _tarfile_says(block: bytes, name: str, size: int) -> bool:
+    """The check as tarfile's full header parser makes it (the reference for ``header_matches``)."""
+    try:
+        info = tarfile.TarInfo.frombuf(block, "utf-8", "surrogateescape")
+    except tarfile.HeaderError:
+        return False
+    return info.size == size and (info.name == name or name.startswith(info.name) or name.endswith(info.name))
+
+
+def test_header_check_agrees_with_tarfile():
+    """The read-time header check (tar's fields read directly) gives tarfile's answer: every format,
+    ustar long names split into prefix and name, GNU base-256 sizes, signed checksums, damage."""
+    blocks = []
+    for name, size, fmt in (
+        ("00000012_dog_b.jpg", 4321, tarfile.USTAR_FORMAT),
+        ("k/" * 60 + "deep.cls", 1, tarfile.USTAR_FORMAT),  # over 100 characters: ustar prefix + name
+        ("plain.png", 9, tarfile.GNU_FORMAT),
+        ("plain.png", 8**11 + 5, tarfile.GNU_FORMAT),  # over the octal field: base-256
+        ("caf\u00e9.jpg", 3, tarfile.PAX_FORMAT),
+    ):
+        info = tarfile.TarInfo(name)
+        info.size = size
+        block = info.tobuf(format=fmt, encoding="utf-8")[-512:]  # the member's own header block
+        blocks.append((block, name, size))
+    signed = bytearray(blocks[0][0])
+    signed[500] = 0xC8  # a byte above 127: old tars summed bytes as signed
+    chksum = sum(b - 256 if b > 127 else b for b in signed[:148] + signed[156:]) + 256
+    signed[148:156] = f"{chksum & 0o7777777:07o}\0".encode() if chksum >= 0 else b"-" + f"{-chksum:06o}\0".encode()
+    blocks.append((bytes(signed), blocks[0][1], blocks[0][2]))
+    cases = []
+    for block, name, size in blocks:
+        damaged = bytearray(block)
+        damaged[10] ^= 0x01
+        cases += [(block, name, size), (block, name, size + 1), (block, "other.jpg", size), (bytes(damaged), name, size)]
+        cases += [(block[:-1], name, size), (b"\0" * 512, name, size)]
+    answers = [(header_matches(block, name, size), _tarfile_says(block, name, size)) for block, name, size in cases]
+    assert [ours for ours, _ in answers] == [theirs for _, theirs in answers]
+    assert sum(ours for ours, _ in answers) >= 5  # the intact headers of the right name and size pass
 
 
 def test_unreachable_and_hanging_urls_are_named(tmp_path):

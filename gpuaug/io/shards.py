@@ -40,7 +40,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tarfile
 import tempfile
 import warnings
 from collections import OrderedDict
@@ -68,7 +67,50 @@ from gpuaug.io.tar_index import (
     write_json_atomically,
 )
 
-__all__ = ["ShardCache", "ShardMember", "WebDataset"]
+__all__ = ["ShardCache", "ShardMember", "WebDataset", "header_matches"]
+
+
+def _number(field: bytes) -> int | None:
+    """A tar number field: octal text, or GNU's base-256 (first byte 0x80 or 0xff); None if neither."""
+    if field[:1] in (b"\x80", b"\xff"):
+        value = int.from_bytes(field[1:], "big")
+        return value - (1 << (8 * len(field) - 8)) if field[0] == 0xFF else value
+    try:
+        return int(field.split(b"\0", 1)[0].strip() or b"0", 8)
+    except ValueError:
+        return None
+
+
+def header_matches(header: bytes, name: str, size: int) -> bool:
+    """Whether ``header`` is a valid tar header block (tar's checksum, unsigned or signed, as ``tarfile``
+    accepts) of a member called ``name`` (or the part of it a header holds) with ``size`` bytes.
+
+    The fields are read where tar keeps them: ``tarfile.TarInfo.frombuf`` parses every field and cost
+    ~60 us a read, more than the positioned read itself.
+
+    Example:
+        >>> import tarfile
+        >>> info = tarfile.TarInfo("a/b.jpg"); info.size = 4
+        >>> block = info.tobuf()
+        >>> damaged = block[:-1] + b"x"
+        >>> header_matches(block, "a/b.jpg", 4), header_matches(block, "a/b.jpg", 5), header_matches(damaged, "a/b.jpg", 4)
+        (True, False, False)
+    """
+    if len(header) != BLOCK:
+        return False
+    stored = _number(header[148:156])
+    unsigned = sum(header) - sum(header[148:156]) + 8 * 32  # the checksum field counts as spaces
+    if stored != unsigned:
+        signed = unsigned - 256 * sum(1 for byte in header[:148] + header[156:] if byte > 127)
+        if stored != signed:
+            return False
+    if _number(header[124:136]) != size:
+        return False
+    member = header[:100].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    prefix = header[345:500].split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+    if prefix and header[156:157] not in (b"L", b"K", b"S"):  # a ustar long name (tarfile's rule)
+        member = f"{prefix}/{member}"
+    return member == name or name.startswith(member) or name.endswith(member)
 
 
 class ShardCache:
@@ -165,6 +207,20 @@ class _Shard:
     keys: list[str]
     members: list[list[list[Any]]]
     labels: list[int | None]
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """How to read one sample: its shard and row, image and label members, and the byte ranges to read."""
+
+    shard: _Shard
+    row: int
+    key: str
+    image: list[Any]
+    label: list[Any]
+    where: str
+    spans: list[tuple[int, int]]  # each member's header block and data
+    reads: list[tuple[int, int]]  # the ranges read: one covering both spans where they are close
 
 
 class ShardMember(MemberPath):
@@ -265,6 +321,7 @@ class WebDataset(FileList):
         self.targets = [-1 if label is None else label for shard in self.shards for label in shard.labels]
         self.samples = _Samples(self)
         self._handles: OrderedDict[str, tuple[int, int]] = OrderedDict()  # url -> (pid, descriptor)
+        self._filesystems: dict[str, tuple[int, Any, str]] = {}  # url -> (pid, fsspec filesystem, path)
 
     # -- building --------------------------------------------------------------------------------
     def _index_places(self, url: str, fs: Any) -> list[str]:
@@ -374,61 +431,111 @@ class WebDataset(FileList):
             DecodeError: naming ``shard#member``: no image or label, an unreadable label, a stale
                 index, a short read, an unreachable shard or an image over ``max_bytes``.
         """
+        plan = self._plan(index, max_bytes)
+        return self._finish(plan, [self._read(plan.shard, start, stop, plan.where) for start, stop in plan.reads])
+
+    def read_images(self, indices: Sequence[int], max_bytes: int | None = DEFAULT_MAX_BYTES) -> list[bytes | DecodeError]:
+        """:meth:`read_image` of several samples (the loader's workers read a batch so): each entry the
+        image bytes, or the ``DecodeError`` that sample raised.
+
+        Samples of remote shards read by range (no local copy) get all their range requests at once,
+        through fsspec's ``cat_ranges`` (concurrent requests, one pass of its event loop for the batch:
+        one request and one loop pass per image cost several times the read itself); the others are
+        read one by one, by position.
+        """
+        results: list[bytes | DecodeError | None] = [None] * len(indices)
+        pending: dict[int, tuple[Any, list[tuple[int, _Plan, str]]]] = {}
+        for position, index in enumerate(indices):
+            try:
+                plan = self._plan(index, max_bytes)
+                if self._descriptor(plan.shard) is None:
+                    fs, path = self._filesystem(plan.shard.url)
+                    pending.setdefault(id(fs), (fs, []))[1].append((position, plan, path))
+                    continue
+                results[position] = self._finish(plan, [self._read(plan.shard, a, b, plan.where) for a, b in plan.reads])
+            except DecodeError as error:
+                results[position] = error
+        for fs, group in pending.values():
+            paths = [path for _, plan, path in group for _ in plan.reads]
+            starts = [start for _, plan, _ in group for start, _ in plan.reads]
+            stops = [stop for _, plan, _ in group for _, stop in plan.reads]
+            try:
+                blocks = fs.cat_ranges(paths, starts, stops, on_error="return")
+            except Exception as error:  # the whole call failed: every sample in it says why
+                blocks = [error] * len(paths)
+            taken = 0
+            for position, plan, _ in group:
+                mine = blocks[taken : taken + len(plan.reads)]
+                taken += len(plan.reads)
+                failed = next((block for block in mine if isinstance(block, BaseException)), None)
+                try:
+                    if isinstance(failed, DecodeError):
+                        raise DecodeError(plan.where, failed.reason)
+                    if failed is not None:
+                        raise DecodeError(plan.where, f"cannot read the shard ({type(failed).__name__}: {failed})")
+                    results[position] = self._finish(plan, mine)
+                except DecodeError as error:
+                    results[position] = error
+        return results  # type: ignore[return-value]
+
+    def _plan(self, index: int, max_bytes: int | None) -> _Plan:
+        """What reading sample ``index`` takes: its members and the byte ranges holding them (one where
+        they are close), each checked to lie inside the shard."""
         shard, row = self.locate(index)
         key = shard.keys[row]
         image, label = self.image_member(shard, row), self._label_member(shard, row)
         where = f"{shard.url}#{key}.{image[0]}"
         if max_bytes is not None and image[2] > max_bytes:
             raise DecodeError(where, f"the member has {image[2]:,} bytes, more than max_bytes={max_bytes:,}")
-        pieces = self._read_members(shard, [image, label], where)
-        for (extension, _, size), (header, _data) in zip([image, label], pieces):
+        spans = [(offset - BLOCK, offset + size) for _, offset, size in (image, label)]
+        start, stop = min(a for a, _ in spans), max(b for _, b in spans)
+        reads = [(start, stop)] if stop - start <= sum(b - a for a, b in spans) + (1 << 16) else spans
+        for a, b in reads:
+            if a < 0 or b > shard.size:
+                raise DecodeError(where, f"the index no longer matches the shard (bytes {a}..{b} of {shard.size})")
+        return _Plan(shard, row, key, image, label, where, spans, reads)
+
+    def _finish(self, plan: _Plan, blocks: Sequence[bytes]) -> bytes:
+        """The image bytes from the ranges ``plan.reads`` read, after checking lengths, tar headers and label."""
+        shard, key = plan.shard, plan.key
+        for (a, b), block in zip(plan.reads, blocks):
+            if len(block) > b - a:
+                raise DecodeError(plan.where, f"the server answered a range request with {len(block):,} bytes, not {b - a:,}")
+            if len(block) != b - a:
+                raise DecodeError(plan.where, f"short read: {len(block)} of {b - a} bytes (truncated shard?)")
+        pieces = []
+        for a, b in plan.spans:
+            (first, _), block = next(((span, block) for span, block in zip(plan.reads, blocks) if span[0] <= a and b <= span[1]))
+            pieces.append((block[a - first : a - first + BLOCK], block[a - first + BLOCK : b - first]))
+        for (extension, _, size), (header, _data) in zip([plan.image, plan.label], pieces):
             self._check_header(header, f"{key}.{extension}", size, shard.url)
-        value = self.rule.parse(pieces[1][1], f"{shard.url}#{key}.{label[0]}")
-        if shard.labels[row] != value:
-            raise DecodeError(where, f"the index no longer matches the shard: label {shard.labels[row]} indexed, {value} read")
+        value = self.rule.parse(pieces[1][1], f"{shard.url}#{key}.{plan.label[0]}")
+        if shard.labels[plan.row] != value:
+            indexed = shard.labels[plan.row]
+            raise DecodeError(plan.where, f"the index no longer matches the shard: label {indexed} indexed, {value} read")
         return pieces[0][1]
 
     @staticmethod
     def _check_header(header: bytes, name: str, size: int, url: str) -> None:
-        try:
-            info = tarfile.TarInfo.frombuf(header, "utf-8", "surrogateescape")
-            ok = info.size == size and (info.name == name or name.startswith(info.name) or name.endswith(info.name))
-        except tarfile.HeaderError:
-            ok = False
-        if not ok:
+        if not header_matches(header, name, size):
             raise DecodeError(
                 f"{url}#{name}", "the index no longer matches the shard (no tar header of this member at its offset)"
             )
 
-    def _read_members(self, shard: _Shard, members: list[list[Any]], where: str) -> list[tuple[bytes, bytes]]:
-        """Each member's header block and data, in one read where they are close."""
-        spans = [(offset - BLOCK, offset + size) for _, offset, size in members]
-        start, stop = min(s for s, _ in spans), max(e for _, e in spans)
-        if stop - start <= sum(e - s for s, e in spans) + (1 << 16):
-            block = self._read(shard, start, stop, where)
-            return [(block[s - start : s - start + BLOCK], block[s - start + BLOCK : e - start]) for s, e in spans]
-        out = []
-        for s, e in spans:
-            block = self._read(shard, s, e, where)
-            out.append((block[:BLOCK], block[BLOCK:]))
-        return out
-
     def _read(self, shard: _Shard, start: int, stop: int, where: str) -> bytes:
-        if start < 0 or stop > shard.size:
-            raise DecodeError(where, f"the index no longer matches the shard (bytes {start}..{stop} of {shard.size})")
+        """Bytes ``start:stop`` of the shard, by position or one range request (``_plan`` checked the
+        bounds, ``_finish`` checks the length)."""
         try:
             descriptor = self._descriptor(shard)
             if descriptor is not None:
                 data = os.pread(descriptor, stop - start, start)
             else:
-                fs, path = open_fs(shard.url, self.storage_options, self.timeout)
+                fs, path = self._filesystem(shard.url)
                 data = self._read_range(fs, path, shard.url, start, stop)
         except DecodeError as error:
             raise DecodeError(where, error.reason) from None
         except Exception as error:
             raise DecodeError(where, f"cannot read the shard ({type(error).__name__}: {error})") from None
-        if len(data) != stop - start:
-            raise DecodeError(where, f"short read: {len(data)} of {stop - start} bytes (truncated shard?)")
         return data
 
     @staticmethod
@@ -440,6 +547,14 @@ class WebDataset(FileList):
             raise DecodeError(url, f"the server answered a range request with {len(data):,} bytes, not {stop - start:,}")
         return data
 
+    def _filesystem(self, url: str) -> tuple[Any, str]:
+        """``open_fs(url)``, kept per process (resolving a URL to its filesystem cost more than a local read)."""
+        pid = os.getpid()
+        kept = self._filesystems.get(url)
+        if kept is None or kept[0] != pid:
+            kept = self._filesystems[url] = (pid, *open_fs(url, self.storage_options, self.timeout))
+        return kept[1], kept[2]
+
     def _descriptor(self, shard: _Shard) -> int | None:
         """An open descriptor on the shard's bytes (local, or cached whole), per process; None: range reads."""
         pid = os.getpid()
@@ -447,7 +562,7 @@ class WebDataset(FileList):
         if held is not None and held[0] == pid:
             self._handles.move_to_end(shard.url)
             return held[1]
-        fs, path = open_fs(shard.url, self.storage_options, self.timeout)
+        fs, path = self._filesystem(shard.url)
         if is_local(fs):
             descriptor = os.open(path, os.O_RDONLY)
         elif self.cache is not None:
@@ -466,6 +581,7 @@ class WebDataset(FileList):
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
         state["_handles"] = OrderedDict()  # descriptors stay in their process
+        state["_filesystems"] = {}  # and filesystems (sessions, event loops)
         return state
 
     def __repr__(self) -> str:

@@ -198,8 +198,11 @@ class WorkerSide(Dataset):
     def _label(self, label: Any, where: str) -> int:
         return as_label(self.target_transform(label) if self.target_transform is not None else label, where)
 
-    def _fetch(self, index: int) -> tuple[str, int, tuple[bytes, ImageHeader] | torch.Tensor]:
-        """``(path, label, payload)``: the file's bytes and header, or a map-style item as a tensor.
+    def _fetch(
+        self, index: int, data: bytes | DecodeError | None = None
+    ) -> tuple[str, int, tuple[bytes, ImageHeader] | torch.Tensor]:
+        """``(path, label, payload)``: the file's bytes (``data`` when already read) and header, or a
+        map-style item as a tensor.
 
         Raises:
             DecodeError: naming the file when it cannot be read or its header parsed.
@@ -207,7 +210,10 @@ class WorkerSide(Dataset):
         options = self.options
         if self.files:
             path, label = self.source.samples[index]
-            data = read_bytes(path, max_bytes=options.max_file_bytes)
+            if isinstance(data, DecodeError):
+                raise data
+            if data is None:
+                data = read_bytes(path, max_bytes=options.max_file_bytes)
             header = read_header(data, path, options.exif_orientation, max_pixels=options.max_pixels)
             return path, self._label(label, path), (data, header)
         item, label = self.load_item(index)
@@ -238,9 +244,12 @@ class WorkerSide(Dataset):
             keep_freed_memory()  # in worker processes only: the user's own process keeps its settings
         indices = [index for index, _ in keys]
         labels, paths, failures, payloads, sizes = [], [], [], [], []
-        for index in indices:  # read (and for a map-style dataset, load) every sample
+        # A source that reads a batch at once (remote shards: concurrent range requests) does so here.
+        read_together = self.files and hasattr(self.source, "read_images")
+        datas = self.source.read_images(indices, self.options.max_file_bytes) if read_together else [None] * len(indices)
+        for index, data in zip(indices, datas):  # read (and for a map-style dataset, load) every sample
             try:
-                path, label, payload = self._fetch(index)
+                path, label, payload = self._fetch(index, data)
             except DecodeError as error:
                 failures.append((error.path, error.reason))
                 continue
