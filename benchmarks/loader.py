@@ -18,9 +18,13 @@ The training recipe of issue 16 on the same files, same workers and batch size (
 - ``gpuaug-policy``: ``ga.GPULoader`` (decode="auto") with RandomResizedCrop + flip + TrivialAugmentWide +
   Normalize + RandomErasing(p=0.25); its ``ratio_to_timm`` is the CPU target of issue 16 (>= 1.2x).
 - ``gpuaug-shards`` / ``gpuaug-shards-http``: ``gpuaug``'s loader over the same set as WebDataset tar
-  shards (``ga.WebDataset``), read locally by offset / from a loopback HTTP server by range reads
-  (``-http``, one request per image) or through a whole-shard cache (``-http-cached``, each shard
-  fetched once); ``ratio_to_files`` (issue 17: local >= 1) and ``ratio_to_local_shards`` (HTTP >= 0.8).
+  shards (``ga.WebDataset``), read locally by offset / from a loopback HTTP server (its own process on
+  the same cores: ``benchmarks.serve``) by range reads (``-http``, one request per image, a batch's
+  requests at once) or through a whole-shard cache (``-http-cached``, each shard fetched once);
+  ``ratio_to_files`` (issue 17: local >= 1) and ``ratio_to_local_shards`` (HTTP >= 0.8).
+
+The repeats are interleaved across pipelines (``common.measure_all``), so a slow spell of the machine
+falls on all of them alike and the ratios hold within one run.
 
 Decode ceilings (decode only, nothing else; every image counted once it is an RGB uint8 array):
 
@@ -286,7 +290,7 @@ def run_set(
             timm_loader = torch.utils.data.DataLoader(timm_set, shuffle=True, pin_memory=device.type == "cuda", **common)
             pipelines[TIMM] = _moved(timm_loader, device)
         shards = _shards_of(root, args.data is not None, stack)
-        base_url = stack.enter_context(serve_directory(Path(shards[0]).parent))
+        base_url = stack.enter_context(serve_directory(Path(shards[0]).parent, process=True))
         urls = [f"{base_url}/{Path(path).name}" for path in shards]
         cache = tempfile.mkdtemp(prefix="gpuaug-shard-cache-")
         stack.callback(shutil.rmtree, cache, ignore_errors=True)

@@ -9,12 +9,15 @@ connections beyond it waited a second for a SYN retry).
 
 Example:
     >>> import tempfile, urllib.request
-    >>> from pathlib import Path
     >>> folder = tempfile.mkdtemp(); _ = (Path(folder) / "a.bin").write_bytes(b"0123456789")
     >>> with serve_directory(folder) as url:
     ...     request = urllib.request.Request(f"{url}/a.bin", headers={"Range": "bytes=2-4"})
     ...     urllib.request.urlopen(request).read()
     b'234'
+    >>> with serve_directory(folder, process=True) as url:
+    ...     request = urllib.request.Request(f"{url}/a.bin", headers={"Range": "bytes=7-"})
+    ...     urllib.request.urlopen(request).read()
+    b'789'
 """
 
 from __future__ import annotations
@@ -24,9 +27,12 @@ import http.server
 import os
 import socket
 import stat
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 __all__ = ["serve_directory"]
 
@@ -96,8 +102,34 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 @contextmanager
-def serve_directory(directory: str | os.PathLike) -> Iterator[str]:
-    """Serve ``directory`` on 127.0.0.1 (a free port) for the ``with`` block; yields its base URL."""
+def serve_directory(directory: str | os.PathLike, process: bool = False) -> Iterator[str]:
+    """Serve ``directory`` on 127.0.0.1 (a free port) for the ``with`` block; yields its base URL.
+
+    ``process``: in a process of its own (``python -m benchmarks.serve DIR``), as a real server is
+    (the loader benchmark: a server thread would share the benchmark process's interpreter lock);
+    it ends when the block does, or when this process does (its standard input closes).
+    """
+    if process:
+        with subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.serve", os.fspath(directory)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            cwd=Path(__file__).resolve().parents[1],
+        ) as child:
+            try:
+                url = child.stdout.readline().strip()
+                if not url.startswith("http://"):
+                    raise RuntimeError(f"the server process did not start (exit status {child.poll()})")
+                yield url
+            finally:
+                child.stdin.close()
+                try:
+                    child.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    child.kill()
+                    child.wait()
+        return
     handler = functools.partial(RangeHandler, directory=str(directory))
     server = _Server(("127.0.0.1", 0), handler)
     thread = threading.Thread(target=server.serve_forever, name="range-server", daemon=True)
@@ -108,3 +140,9 @@ def serve_directory(directory: str | os.PathLike) -> Iterator[str]:
         server.shutdown()
         server.server_close()
         thread.join()
+
+
+if __name__ == "__main__":  # python -m benchmarks.serve DIR: serve until standard input closes
+    with serve_directory(sys.argv[1]) as base_url:
+        print(base_url, flush=True)
+        sys.stdin.read()

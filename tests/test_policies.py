@@ -212,6 +212,9 @@ POLICIES = [
     ga.AutoAugment(),
     ga.RandomErasing(p=0.7, value="random"),
     ga.RandomErasing(p=0.7, value=(0.1, 0.2, 0.3)),
+    ga.from_timm("rand-m9-mstd0.5-inc1"),
+    ga.from_timm("rand-m7-n3-mstd101", interpolation=0),
+    ga.from_timm("rand-n3-tweights", img_mean=(0, 0, 0)),
 ]
 
 
@@ -226,6 +229,8 @@ def test_same_seed_same_output_replay_and_dtype_kept(transform, dtype, device):
     assert torch.equal(first, transform(images, params=params))
     if dtype.is_floating_point:
         assert torch.isfinite(first.float()).all()
+        if not isinstance(transform, ga.RandomErasing):  # the policies keep the images' range
+            assert first.min() >= 0 and first.max() <= 1
 
 
 def test_half_precision_close_to_float32():
