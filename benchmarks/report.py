@@ -261,8 +261,13 @@ def render(results_dir: Path = RESULTS) -> str:
     for device in order:
         by_benchmark = by_device[device]
         checks, seen = [], set()
+        newest_for: dict[str, set[str]] = {}  # file -> the benchmarks it is the newest result of
+        for benchmark, (path, _) in by_benchmark.items():
+            newest_for.setdefault(path.name, set()).add(benchmark)
         for path, record in {path.name: (path, record) for path, record in by_benchmark.values()}.values():
-            for check in targets(record):
+            # an older file answers only for its own newest benchmarks, never beside a newer file's result
+            own = {**record, "results": [r for r in record["results"] if r["benchmark"] in newest_for[path.name]]}
+            for check in targets(own):
                 if check["target"] not in seen:
                     seen.add(check["target"])
                     checks.append({**check, "file": path.name, "commit": record["env"]["commit"]})

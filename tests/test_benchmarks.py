@@ -323,6 +323,20 @@ def test_newest_file_per_device_and_benchmark(tmp_path):
     assert chosen["aug"][1]["env"]["commit"] == "new" and chosen["train"][1]["env"]["commit"] == "old"
 
 
+def test_targets_come_only_from_each_benchmarks_newest_file(tmp_path):
+    """An older file still newest for one benchmark (train) answers no target of another (loader) that a
+    newer file measured: a stale missed target would stand beside the new one."""
+    old_rates = {("train", "gpuaug"): 2, ("loader", "gpuaug"): 500, ("loader", "pil-dataloader"): 1000}
+    old = _record("CPU: x", old_rates, date="2026-11-01T00:00:00+00:00", commit="old")
+    old["config"]["loader"]["dataset"] = {"set": "clean"}  # the old loader ran on another set: another target name
+    new_rates = {("loader", "gpuaug"): 2000, ("loader", "pil-dataloader"): 1000}
+    (tmp_path / "a.json").write_text(json.dumps(old))
+    (tmp_path / "b.json").write_text(json.dumps(_record("CPU: x", new_rates, date="2026-11-02T00:00:00+00:00", commit="new")))
+    text = report.render(tmp_path)
+    assert "| loader (tails set): gpuaug / pil-dataloader | 2 | 1.50 | yes | `new` |" in text
+    assert "loader (clean set): gpuaug / pil-dataloader" not in text and "0 of 1 targets missed" in text
+
+
 def test_committed_results_render():
     """Each device's newest committed result of each benchmark is in the report (the README's source)."""
     text = report.render()
