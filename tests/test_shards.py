@@ -224,12 +224,36 @@ def _gloo_rank(rank, port, pattern_text, results):
             said = ""
         except RuntimeError as error:
             said = str(error)
-        results.put((rank, steps, said))
+
+        def shuffled() -> ga.GPULoader:  # each rank's loader, epoch 1, as a training job builds it again
+            sampler = DistributedShardSampler(source, shuffle=True, seed=3)
+            loader = ga.GPULoader(
+                source, batch_size=2, device="cpu", transform=ga.RandomResizedCrop(8), sampler=sampler,
+                generator=torch.Generator().manual_seed(7),
+            )  # fmt: skip
+            loader.set_epoch(1)
+            return loader
+
+        full = list(shuffled())
+        interrupted = shuffled()
+        batches = iter(interrupted)
+        next(batches)
+        next(batches)
+        state = interrupted.state_dict()  # a mid-epoch checkpoint of this rank
+        del batches
+        resumed = shuffled()
+        resumed.load_state_dict(state)
+        rest = list(resumed)
+        same = len(rest) == len(full) - 2 and all(
+            torch.equal(a, c) and torch.equal(b, d) for (a, b), (c, d) in zip(full[2:], rest)
+        )
+        labels = sorted(label for _, batch_labels in full for label in batch_labels.tolist())
+        results.put((rank, steps, said, same, labels))
     finally:
         dist.destroy_process_group()
 
 
-def test_two_gloo_ranks_equal_steps_and_the_loader_refuses_uneven_ones(shards):
+def test_two_gloo_ranks_equal_steps_resume_mid_epoch_and_the_loader_refuses_uneven_ones(shards):
     import torch.multiprocessing as mp
 
     with socket.socket() as probe:
@@ -239,7 +263,12 @@ def test_two_gloo_ranks_equal_steps_and_the_loader_refuses_uneven_ones(shards):
     mp.start_processes(_gloo_rank, args=(port, pattern(shards), results), nprocs=2, join=True, start_method="spawn")
     reports = sorted(results.get() for _ in range(2))
     assert reports[0][1] == reports[1][1] == 3  # 18 samples, 9 a rank, batches of 4
-    assert all("different numbers of batches" in said and "9, 8" in said for _, _, said in reports)
+    assert all("different numbers of batches" in report[2] and "9, 8" in report[2] for report in reports)
+    # each rank resumed from its own mid-epoch state: the rest of its epoch bit for bit; together the
+    # ranks' shuffled epochs still cover every sample once (18 = 2 x 9, no padding needed)
+    assert all(report[3] for report in reports)
+    everything = sorted(reports[0][4] + reports[1][4])
+    assert everything == sorted(WebDataset(pattern(shards)).targets)
 
 
 # -- bad input ------------------------------------------------------------------------------------------
