@@ -490,7 +490,7 @@ class _KeptFlags(torch.utils.data.Dataset):
     def __getitem__(self, index: int):
         from gpuaug.loader import worker
 
-        return torch.zeros(3, 8, 8, dtype=torch.uint8), int(os.getpid() == worker._KEPT_IN)
+        return torch.zeros(3, 8, 8, dtype=torch.uint8), int((os.getpid(), True) == worker._ALLOCATOR)
 
 
 @pytest.mark.skipif(sys.platform != "linux" or platform.libc_ver()[0] != "glibc", reason="glibc's allocator settings")

@@ -49,7 +49,7 @@ __all__ = ["WorkerOptions", "WorkerSide", "collate_host_batch", "keep_freed_memo
 
 _WORKER_GROUP = 4  # images augmented at a time by the CPU loader (see WorkerSide._augment)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt parameters (malloc.h)
-_KEPT_IN: int | None = None  # the process whose allocator keep_freed_memory has set
+_ALLOCATOR: tuple[int, bool] | None = None  # (process, whether glibc took the settings): tried once a process
 
 
 def keep_freed_memory() -> bool:
@@ -62,11 +62,16 @@ def keep_freed_memory() -> bool:
     machine about 0.2 ms of system time per image in the CPU loader's workers. A fixed mmap threshold
     of 32 MiB (glibc's largest) and a trim threshold of 1 GiB keep those blocks in the heap; a worker's
     memory then stays at its peak (a few batches of images). Returns whether glibc took the settings
-    (False elsewhere: nothing changes).
+    (False elsewhere: nothing changes). Tried once a process: later calls return the first answer.
     """
-    global _KEPT_IN
-    if os.getpid() == _KEPT_IN:
-        return True
+    global _ALLOCATOR
+    pid = os.getpid()
+    if _ALLOCATOR is None or _ALLOCATOR[0] != pid:
+        _ALLOCATOR = (pid, _set_allocator())
+    return _ALLOCATOR[1]
+
+
+def _set_allocator() -> bool:
     if platform.system() != "Linux" or platform.libc_ver()[0] != "glibc":
         return False
     try:
@@ -74,10 +79,7 @@ def keep_freed_memory() -> bool:
     except (OSError, AttributeError):
         return False
     mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
-    kept = bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
-    if kept:
-        _KEPT_IN = os.getpid()
-    return kept
+    return bool(mallopt(_M_MMAP_THRESHOLD, 32 << 20)) and bool(mallopt(_M_TRIM_THRESHOLD, 1 << 30))
 
 
 @dataclass(frozen=True)
@@ -240,8 +242,8 @@ class WorkerSide(Dataset):
     def __getitems__(self, keys: list[tuple[int, int]]) -> HostBatch:
         """Read (and decode, and augment or prepare) a whole batch; draws from (epoch seed, the indices)."""
         start = time.perf_counter()
-        if os.getpid() != _KEPT_IN and torch.utils.data.get_worker_info() is not None:
-            keep_freed_memory()  # in worker processes only: the user's own process keeps its settings
+        if torch.utils.data.get_worker_info() is not None:
+            keep_freed_memory()  # in worker processes only (once each): the user's own process keeps its settings
         indices = [index for index, _ in keys]
         labels, paths, failures, payloads, sizes = [], [], [], [], []
         # A source that reads a batch at once (remote shards: concurrent range requests) does so here.
