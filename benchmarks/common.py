@@ -183,28 +183,6 @@ class Measurement:
         return record
 
 
-def measure(
-    benchmark: str,
-    pipeline: str,
-    run_once: Callable[[], int],
-    device: torch.device,
-    repeats: int,
-    warmup: int = 1,
-) -> Measurement:
-    """Time ``run_once`` (which returns how many images it processed): median of ``repeats``."""
-    for _ in range(warmup):
-        run_once()
-    synchronize(device)
-    rates, images = [], 0
-    for _ in range(repeats):
-        synchronize(device)
-        start = time.perf_counter()
-        images = run_once()
-        synchronize(device)
-        rates.append(images / (time.perf_counter() - start))
-    return Measurement(benchmark, pipeline, statistics.median(rates), min(rates), max(rates), repeats, images)
-
-
 def measure_all(
     benchmark: str,
     pipelines: dict[str, Callable[[], int]],
@@ -213,7 +191,7 @@ def measure_all(
     baseline: str,
     failures: dict[str, str] | None = None,
 ) -> list[Measurement]:
-    """Time every pipeline (median of ``repeats``, as :func:`measure`), ratios against ``baseline``.
+    """Time every pipeline (the median of ``repeats`` runs, with min and max), ratios against ``baseline``.
 
     The repeats are interleaved: after one warm-up run of each pipeline, every round runs each once.
     A slow spell of the machine (another process, a frequency change) then falls on all pipelines

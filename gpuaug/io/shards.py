@@ -469,9 +469,7 @@ class WebDataset(FileList):
                 taken += len(plan.reads)
                 failed = next((block for block in mine if isinstance(block, BaseException)), None)
                 try:
-                    if isinstance(failed, DecodeError):
-                        raise DecodeError(plan.where, failed.reason)
-                    if failed is not None:
+                    if failed is not None:  # fsspec's own exceptions (a request that failed or timed out)
                         raise DecodeError(plan.where, f"cannot read the shard ({type(failed).__name__}: {failed})")
                     results[position] = self._finish(plan, mine)
                 except DecodeError as error:
