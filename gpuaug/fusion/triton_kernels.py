@@ -126,6 +126,35 @@ def _flag(mask_ptr, image, HAS: tl.constexpr):
 
 
 @triton.jit
+def _mirror(flip_ptr, image, HAS: tl.constexpr, start, box, size, window, virtual, out):
+    """A flip before the geometry (``HAS``): the box read mirrored in the image, and the output window
+    mirrored in the virtual canvas (exact; ``fusion.ops.mirror_boxes`` is the same rule)."""
+    if HAS:
+        flipped = _flag(flip_ptr, image, True)
+        start = tl.where(flipped, size - start - box, start)
+        window = tl.where(flipped, virtual - window - out, window)
+    return start, window
+
+
+@triton.jit
+def _load_rgb(pointers, plane, mask):
+    """The three channel planes ``plane`` apart from ``pointers``, as float32 (0 where masked)."""
+    red = tl.load(pointers, mask=mask, other=0).to(tl.float32)
+    green = tl.load(pointers + plane, mask=mask, other=0).to(tl.float32)
+    blue = tl.load(pointers + 2 * plane, mask=mask, other=0).to(tl.float32)
+    return red, green, blue
+
+
+@triton.jit
+def _store_rgb(pointers, plane, red, green, blue, mask):
+    """Three channels into the planes ``plane`` apart from ``pointers``, in their element type."""
+    kind = pointers.dtype.element_ty
+    tl.store(pointers, red.to(kind), mask=mask)
+    tl.store(pointers + plane, green.to(kind), mask=mask)
+    tl.store(pointers + 2 * plane, blue.to(kind), mask=mask)
+
+
+@triton.jit
 def _round(values):
     """Round half to even and clamp to [0, 255], as ``torch.round`` + ``clamp`` before a uint8 cast."""
     rounded = tl.floor(values + 0.5)
@@ -276,12 +305,8 @@ def _resample_rows(
     mid_offset = tl.load(meta + 10)
     mid_stride = tl.load(meta + 11)
     top, left, box_height, box_width = _box(boxes_ptr, image, height, width, HAS_BOXES)
-    if HAS_HPRE:  # a flip before the geometry reads the mirrored box (exact)
-        left = tl.where(_flag(hpre_ptr, image, True), width - left - box_width, left)
-    if HAS_VPRE:
-        flipped = _flag(vpre_ptr, image, True)
-        top = tl.where(flipped, height - top - box_height, top)
-        window_top = tl.where(flipped, virtual_h - window_top - out_height, window_top)
+    left, _ = _mirror(hpre_ptr, image, HAS_HPRE, left, box_width, width, 0, 0, 0)  # the columns' window: in _finish
+    top, window_top = _mirror(vpre_ptr, image, HAS_VPRE, top, box_height, height, window_top, virtual_h, out_height)
     if column_start < box_width:
         rows = tl.program_id(1) * BLOCK_Y + tl.arange(0, BLOCK_Y)
         window_rows = tl.where(_flag(vflip_ptr, image, HAS_VFLIP), out_height - 1 - rows, rows)
@@ -303,15 +328,14 @@ def _resample_rows(
             source_rows = top + tl.minimum(first + k, box_height - 1)
             pointers = base[None, :] + (source_rows * stride_r)[:, None]
             mask = ((k < count) & row_ok)[:, None] & column_ok[None, :]
-            red += tl.load(pointers, mask=mask, other=0).to(tl.float32) * weight
-            green += tl.load(pointers + stride_c, mask=mask, other=0).to(tl.float32) * weight
-            blue += tl.load(pointers + 2 * stride_c, mask=mask, other=0).to(tl.float32) * weight
+            r, g, b = _load_rgb(pointers, stride_c, mask)
+            red += r * weight
+            green += g * weight
+            blue += b * weight
         plane = out_height * mid_stride
         target = mid_ptr + mid_offset + (rows * mid_stride)[:, None] + columns[None, :]
         store_mask = (rows < out_height)[:, None] & column_ok[None, :]
-        tl.store(target, red, mask=store_mask)
-        tl.store(target + plane, green, mask=store_mask)
-        tl.store(target + 2 * plane, blue, mask=store_mask)
+        _store_rgb(target, plane, red, green, blue, store_mask)
 
 
 @triton.jit
@@ -334,10 +358,7 @@ def _finish(
     inside = (rows < out_height)[:, None] & (columns < out_width)[None, :]
     if SOURCE == 2:
         pointers = temp_ptr + image * 3 * out_height * out_width + (rows * out_width)[:, None] + columns[None, :]
-        plane = out_height * out_width
-        red = tl.load(pointers, mask=inside, other=0).to(tl.float32)
-        green = tl.load(pointers + plane, mask=inside, other=0).to(tl.float32)
-        blue = tl.load(pointers + 2 * plane, mask=inside, other=0).to(tl.float32)
+        red, green, blue = _load_rgb(pointers, out_height * out_width, inside)
     else:
         meta = meta_ptr + image * 12
         height = tl.load(meta + 1)
@@ -345,10 +366,7 @@ def _finish(
         virtual_w = tl.load(meta + 7)
         window_left = tl.load(meta + 9)
         top, left, box_height, box_width = _box(boxes_ptr, image, height, width, HAS_BOXES)
-        if HAS_HPRE:
-            flipped = _flag(hpre_ptr, image, True)
-            left = tl.where(flipped, width - left - box_width, left)
-            window_left = tl.where(flipped, virtual_w - window_left - out_width, window_left)
+        left, window_left = _mirror(hpre_ptr, image, HAS_HPRE, left, box_width, width, window_left, virtual_w, out_width)
         window_columns = tl.where(_flag(hflip_ptr, image, HAS_HFLIP), out_width - 1 - columns, columns)
         virtual_columns = window_columns + window_left
         column_ok = (columns < out_width) & (virtual_columns >= 0) & (virtual_columns < virtual_w)
@@ -370,9 +388,10 @@ def _finish(
                 weight = weight.to(tl.float32)[None, :]
                 pointers = base + tl.minimum(first + k, box_width - 1)[None, :]
                 mask = row_ok & (k < count)[None, :]
-                red += tl.load(pointers, mask=mask, other=0.0) * weight
-                green += tl.load(pointers + plane, mask=mask, other=0.0) * weight
-                blue += tl.load(pointers + 2 * plane, mask=mask, other=0.0) * weight
+                r, g, b = _load_rgb(pointers, plane, mask)
+                red += r * weight
+                green += g * weight
+                blue += b * weight
             red = _round(red)
             green = _round(green)
             blue = _round(blue)
@@ -383,19 +402,14 @@ def _finish(
             stride_w = tl.load(meta + 5)
             virtual_h = tl.load(meta + 6)
             window_top = tl.load(meta + 8)
-            if HAS_VPRE:
-                flipped = _flag(vpre_ptr, image, True)
-                top = tl.where(flipped, height - top - box_height, top)
-                window_top = tl.where(flipped, virtual_h - window_top - out_height, window_top)
+            top, window_top = _mirror(vpre_ptr, image, HAS_VPRE, top, box_height, height, window_top, virtual_h, out_height)
             window_rows = tl.where(_flag(vflip_ptr, image, HAS_VFLIP), out_height - 1 - rows, rows)
             virtual_rows = window_rows + window_top
             row_ok = (rows < out_height) & (virtual_rows >= 0) & (virtual_rows < virtual_h)
             pointers = (src_ptr + offset + ((top + virtual_rows) * stride_r)[:, None]
                         + ((left + virtual_columns) * stride_w)[None, :])  # fmt: skip
             mask = row_ok[:, None] & column_ok[None, :]
-            red = tl.load(pointers, mask=mask, other=0).to(tl.float32)
-            green = tl.load(pointers + stride_c, mask=mask, other=0).to(tl.float32)
-            blue = tl.load(pointers + 2 * stride_c, mask=mask, other=0).to(tl.float32)
+            red, green, blue = _load_rgb(pointers, stride_c, mask)
     if WRITE == 0:
         if COLOR:
             red, green, blue = _color(
@@ -403,17 +417,11 @@ def _finish(
                 basis_ptr, norm_ptr, inv_count, HAS_BRIGHTNESS, HAS_CONTRAST, HAS_SATURATION, HAS_HUE, HAS_GRAY, TWO_PASS,
             )  # fmt: skip
         target = out_ptr + image * out_stride_b + (rows * out_stride_y)[:, None] + (columns * out_stride_x)[None, :]
-        kind = out_ptr.dtype.element_ty
-        tl.store(target, red.to(kind), mask=inside)
-        tl.store(target + out_stride_c, green.to(kind), mask=inside)
-        tl.store(target + 2 * out_stride_c, blue.to(kind), mask=inside)
+        _store_rgb(target, out_stride_c, red, green, blue, inside)
     else:
         if WRITE == 1:
             target = temp_ptr + image * 3 * out_height * out_width + (rows * out_width)[:, None] + columns[None, :]
-            plane = out_height * out_width
-            tl.store(target, red.to(tl.uint8), mask=inside)
-            tl.store(target + plane, green.to(tl.uint8), mask=inside)
-            tl.store(target + 2 * plane, blue.to(tl.uint8), mask=inside)
+            _store_rgb(target, out_height * out_width, red, green, blue, inside)
         tl.atomic_add(sums_ptr + image * 3, tl.sum(tl.sum(tl.where(inside, red, 0.0).to(tl.int32), axis=1), axis=0).to(tl.int64))
         tl.atomic_add(
             sums_ptr + image * 3 + 1, tl.sum(tl.sum(tl.where(inside, green, 0.0).to(tl.int32), axis=1), axis=0).to(tl.int64)
