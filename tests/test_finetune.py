@@ -502,29 +502,6 @@ def test_resume_from_an_older_checkpoint_drops_the_metrics_rows_it_does_not_hold
     assert [row["epoch"] for row in rows] == [1, 2] and rows[0] == first and rows[1]["train_loss"] != first["train_loss"]
 
 
-def test_a_full_disk_at_a_checkpoint_keeps_the_old_one_and_removes_the_tmp(small, tmp_path, monkeypatch, capsys):
-    real_save = torch.save
-
-    def disk_full(state, file, *args, **kwargs):
-        if isinstance(state, dict) and state.get("epoch") == 1:
-            file.write(b"\0" * 4096)  # some of it made it to disk
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
-        return real_save(state, file, *args, **kwargs)
-
-    monkeypatch.setattr(torch, "save", disk_full)
-    folder = tmp_path / "run"
-    argv = ["--data", str(small), "--weights", "none", "--epochs", "2", "--batch-size", "4", "--image-size", "16"]
-    assert main(argv + ["--workers", "0", "--quiet", "--loader", "torch", "--out", str(folder)]) == 1
-    error = capsys.readouterr().err
-    assert error == (
-        f"error: cannot write {folder / 'checkpoint.pt'}: No space left on device; the previous checkpoint.pt is kept; "
-        "free some space and resume with --resume\n"
-    )
-    assert not (folder / "checkpoint.pt.tmp").exists()
-    assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] == 0  # epoch 1's, whole
-    assert [row["epoch"] for row in metric_rows(folder)] == [1]
-
-
 @pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs Linux's /dev/full")
 def test_save_checkpoint_reports_the_kernels_enospc(tmp_path, monkeypatch):
     # a real ENOSPC from the kernel (every write to /dev/full fails so), through torch.save's own writer
@@ -565,6 +542,11 @@ def test_a_failed_torch_save_at_a_checkpoint_is_one_line_and_keeps_the_old_one(s
     error = capsys.readouterr().err
     assert error.startswith(f"error: cannot write {folder / 'checkpoint.pt'}: ") and error.count("\n") == 1, error
     assert "no space left" in error.lower() and "the previous checkpoint.pt is kept" in error, error
+    if isinstance(failure, OSError):  # a full disk as Python's file object reports it: the whole line
+        assert error == (
+            f"error: cannot write {folder / 'checkpoint.pt'}: No space left on device; the previous checkpoint.pt is kept; "
+            "free some space and resume with --resume\n"
+        )
     assert not (folder / "checkpoint.pt.tmp").exists()
     assert torch.load(folder / "checkpoint.pt", weights_only=True)["epoch"] == 0
     assert [row["epoch"] for row in metric_rows(folder)] == [1]
