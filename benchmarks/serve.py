@@ -72,6 +72,7 @@ class _Server(http.server.ThreadingHTTPServer):
     def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self._files: dict[str, tuple[int, int, int, int]] = {}  # path -> (device, inode, size, descriptor)
+        self._replaced: list[int] = []  # descriptors of replaced files: another thread may still read one
         self._lock = threading.Lock()
 
     def open_file(self, path: str) -> tuple[int, int] | None:
@@ -88,7 +89,7 @@ class _Server(http.server.ThreadingHTTPServer):
             if kept is not None and kept[:3] == (status.st_dev, status.st_ino, status.st_size):
                 return kept[3], kept[2]
             if kept is not None:
-                os.close(kept[3])
+                self._replaced.append(kept[3])  # closed with the server, never under a reading thread
             descriptor = os.open(path, os.O_RDONLY)
             self._files[path] = (status.st_dev, status.st_ino, status.st_size, descriptor)
             return descriptor, status.st_size
@@ -96,9 +97,10 @@ class _Server(http.server.ThreadingHTTPServer):
     def server_close(self) -> None:
         super().server_close()
         with self._lock:
-            for *_, descriptor in self._files.values():
+            for descriptor in [kept[3] for kept in self._files.values()] + self._replaced:
                 os.close(descriptor)
             self._files.clear()
+            self._replaced.clear()
 
 
 @contextmanager
