@@ -144,6 +144,15 @@ def test_translation_plan():
     assert native == [] and (rest.fuse, rest.backend) == (False, "torch")  # issue 18 #13: settings kept
 
 
+def test_a_plan_without_geometry_keeps_its_order():
+    """Flips and casts alone (no crop to move them after) stay as they are; this raised StopIteration."""
+    flips = ga.Compose([ga.RandomHorizontalFlip(), ga.ToDtype(torch.float32), ga.Normalize((0.5,), (0.5,))])
+    native, _, _ = DALILoader.split(flips, native_color=True)
+    assert native and [role for role, _ in native] == list(flips.plan.roles[: len(native)])
+    cast_only, _, dtype = DALILoader.split(ga.Compose([ga.ToDtype(torch.float32)]), native_color=True)
+    assert [role for role, _ in cast_only] == ["cast"] and dtype == dali.types.FLOAT
+
+
 def test_gpuaug_runs_the_rest_and_dtypes(corpus):
     transform = ga.Compose([ga.CenterCrop(24), ga.RandomGrayscale(1.0), ga.Normalize((0.5,), (0.5,))])
     images, _ = epoch(

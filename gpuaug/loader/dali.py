@@ -77,7 +77,6 @@ except ImportError as error:  # pragma: no cover - exercised by hiding the modul
     raise ImportError('gpuaug.dali needs NVIDIA DALI: pip install -e ".[dali]" (it installs nvidia-dali-cuda130)') from error
 
 from gpuaug import transforms as T
-from gpuaug.fusion.plan import GEOMETRIC
 from gpuaug.io.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_cpu, read_header
 from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, ImageFolder, MemberPath, is_file_list, read_bytes
 from gpuaug.loader.gpu_loader import LoaderStats, as_compose, check_loader_arguments, resolve_device
@@ -333,7 +332,8 @@ class DALILoader:
         while count < transform.plan.prefix and _dali_runs(roles[count], steps[count], native_color):
             count += 1
         native = [(roles[index], steps[index].describe()) for index in range(count)]
-        first = next(index for index, (role, _) in enumerate(native) if role in GEOMETRIC) if native else 0
+        first = transform.plan.first_geometric  # after leading flips only; None without one
+        first = first if first is not None and first < count else 0
         native = native[first:] + native[:first]  # flips before the first crop commute with it in distribution: after it
         normalized = any(role in ("cast", "normalize") for role, _ in native)
         return (
