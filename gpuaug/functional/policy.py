@@ -249,6 +249,13 @@ def _blur_uint8(values: Tensor) -> Tensor:
     return k.mul_(2.0).add_(13.0).mul_(1.0 / 26.0).floor_()
 
 
+@functools.lru_cache(maxsize=16)
+def _sharpness_kernel(dtype: torch.dtype, device: torch.device) -> Tensor:
+    """torchvision's 3x3 smoothing kernel (1/13, centre 5/13), made on ``device`` once (not a host copy per call)."""
+    a, b = 1.0 / 13.0, 5.0 / 13.0
+    return torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=dtype).to(device)
+
+
 def sharpen(images: Tensor, factors: Tensor) -> Tensor:
     """torchvision's ``adjust_sharpness`` with a ``[B]`` factor per image (float64 or float32).
 
@@ -266,8 +273,7 @@ def sharpen(images: Tensor, factors: Tensor) -> Tensor:
     if not fp and images.device.type == "cpu":
         blurred = _blur_uint8(output)  # the same values, without the CPU's slow depthwise convolution
     else:
-        a, b = 1.0 / 13.0, 5.0 / 13.0
-        kernel = torch.tensor([[a, a, a], [a, b, a], [a, a, a]], dtype=kernel_dtype).to(images.device).expand(channels, 1, 3, 3)
+        kernel = _sharpness_kernel(kernel_dtype, images.device).expand(channels, 1, 3, 3)
         blurred = torch_functional.conv2d(output, kernel, groups=channels)
         if not fp:
             blurred = blurred.round_()

@@ -230,7 +230,7 @@ class RandomMix:
     def apply(self, images: Tensor, labels: Tensor, params: Params) -> tuple[Tensor, Tensor]:
         mixed = M.mix(images, params["partner"], params["lam"], params["cutmix"], params["box"])
         targets = M.soft_targets(
-            labels.to(images.device), self.num_classes, params["partner"], params["lam"], self.label_smoothing
+            labels.to(images.device, non_blocking=True), self.num_classes, params["partner"], params["lam"], self.label_smoothing
         )
         return mixed, targets
 

@@ -97,6 +97,17 @@ def magnitude_table(wide: bool, num_bins: int, height: int, width: int) -> Tenso
     return table
 
 
+@functools.lru_cache(maxsize=8)
+def _imagenet_tables(device: torch.device) -> tuple[Tensor, Tensor, Tensor]:
+    """``AUTO_AUGMENT_IMAGENET`` as ``[25, 2]`` op codes, probabilities and magnitude bins on ``device``, made
+    once per device (a host copy per batch waits for the device's queued work)."""
+    table = [[(op, p, 0 if level is None else level) for op, p, level in pair] for pair in AUTO_AUGMENT_IMAGENET]
+    ops = torch.tensor([[op for op, _, _ in pair] for pair in table], dtype=torch.int64)
+    probabilities = torch.tensor([[p for _, p, _ in pair] for pair in table], dtype=torch.float64)
+    bins = torch.tensor([[level for _, _, level in pair] for pair in table], dtype=torch.int64)
+    return ops.to(device), probabilities.to(device), bins.to(device)
+
+
 @functools.lru_cache(maxsize=64)
 def _device_tables(wide: bool, num_bins: int, height: int, width: int, device: torch.device) -> tuple[Tensor, Tensor]:
     signed = torch.zeros(len(P.OP_NAMES), dtype=torch.bool)
@@ -292,14 +303,10 @@ class AutoAugment(_AutoAugmentBase):
                 f"policy must be 'imagenet' (AutoAugmentPolicy.IMAGENET); CIFAR10 and SVHN are not implemented, got {policy!r}"
             )
         self.policy = "imagenet"
-        table = [[(op, p, 0 if level is None else level) for op, p, level in pair] for pair in AUTO_AUGMENT_IMAGENET]
-        self._ops = torch.tensor([[op for op, _, _ in pair] for pair in table], dtype=torch.int64)
-        self._probabilities = torch.tensor([[p for _, p, _ in pair] for pair in table], dtype=torch.float64)
-        self._bins = torch.tensor([[level for _, _, level in pair] for pair in table], dtype=torch.int64)
 
     def _make_params(self, info: BatchInfo, generator: torch.Generator | None) -> Params:
         policy = _choice(info, generator, len(AUTO_AUGMENT_IMAGENET))
-        probabilities = self._probabilities.to(info.device)[policy]
+        probabilities = _imagenet_tables(info.device)[1][policy]
         return {
             "policy": policy,
             "apply": _uniform(info, generator, 2, dtype=torch.float64) < probabilities,
@@ -308,7 +315,8 @@ class AutoAugment(_AutoAugmentBase):
 
     def _steps(self, params: Params) -> tuple[Tensor, Tensor, Tensor]:
         policy = params["policy"]
-        ops, bins = self._ops.to(policy.device)[policy], self._bins.to(policy.device)[policy]
+        table_ops, _, table_bins = _imagenet_tables(policy.device)
+        ops, bins = table_ops[policy], table_bins[policy]
         return torch.where(params["apply"], ops, torch.full_like(ops, P.IDENTITY)), bins, params["sign"]
 
     def _repr_fields(self) -> dict[str, Any]:
