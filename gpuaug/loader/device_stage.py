@@ -169,7 +169,7 @@ class DeviceStage:
             images = [image for image in images if image is not None]
             image_rows = renumber[[row for row in image_rows if not failed[row]]].tolist()
             decoded_rows = renumber[decoded_rows].tolist() if decoded_rows else []
-        packed = decoded.to(device, non_blocking=True) if isinstance(decoded, PackedBatch) else None
+        packed = decoded if isinstance(decoded, PackedBatch) else None  # host: assemble copies it into place once
         batch = PackedBatch.assemble(packed, decoded_rows, images, image_rows, device)
         return batch, labels, self._params(params)
 
