@@ -28,7 +28,6 @@ import os
 import re
 import tarfile
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from gpuaug.io.sources import ImageFolder, read_bytes
@@ -57,7 +56,13 @@ def _member(name: str, data: bytes) -> tuple[tarfile.TarInfo, io.BytesIO]:
 
 
 def _tar_bytes(members: list[tuple[str, bytes]]) -> int:
+    """The bytes ``members`` take in a USTAR tar: a header block each, data rounded up to whole blocks."""
     return sum(_BLOCK + -(-len(data) // _BLOCK) * _BLOCK for _, data in members)
+
+
+def _closed_size(member_bytes: int) -> int:
+    """A tar's size on disk: its members, the two end blocks, padded to whole records (as tarfile closes it)."""
+    return -(-(member_bytes + 2 * _BLOCK) // _RECORD) * _RECORD
 
 
 _BLOCK = tarfile.BLOCKSIZE
@@ -68,7 +73,6 @@ def write_shards(
     destination: str | os.PathLike,
     size: int | str = "1GB",
     prefix: str = "shard-",
-    progress: Callable[[str, int], None] | None = None,
 ) -> list[Path]:
     """Write the ``ImageFolder`` at ``source`` as tar shards of at most ``size`` bytes in ``destination``.
 
@@ -79,7 +83,6 @@ def write_shards(
         destination: the folder for the shards (created).
         size: the largest shard, ``"1GB"``, ``"512MiB"`` or bytes.
         prefix: shard names are ``<prefix>000000.tar``, ...
-        progress: called with each shard's path and sample count once written.
 
     Returns:
         The shards' paths, in order.
@@ -98,10 +101,10 @@ def write_shards(
     shards: list[Path] = []
     listing: list[dict] = []
     pending: list[tuple[str, bytes]] = []
-    count = 0
+    count = pending_bytes = 0
 
     def flush() -> None:
-        nonlocal pending, count
+        nonlocal pending, count, pending_bytes
         if not count:
             return
         path = out / f"{prefix}{len(shards):06d}.tar"
@@ -118,17 +121,17 @@ def write_shards(
         write_json_atomically(str(path) + INDEX_SUFFIX, index_shard(str(path)))
         shards.append(path)
         listing.append({"url": path.name, "nsamples": count, "filesize": path.stat().st_size})
-        if progress is not None:
-            progress(str(path), count)
-        pending, count = [], 0
+        pending, count, pending_bytes = [], 0, 0
 
     for number, (path, label) in enumerate(folder.samples):
         key = sample_key(number, width, path, folder.root)
         extension = os.path.splitext(path)[1].lower().lstrip(".")
         sample = [(f"{key}.{extension}", read_bytes(path, max_bytes=None)), (f"{key}.cls", str(label).encode())]
-        if count and _tar_bytes(pending) + _tar_bytes(sample) + 2 * _BLOCK > limit:
+        sample_bytes = _tar_bytes(sample)  # a running total: not the whole pending list again per sample
+        if count and _closed_size(pending_bytes + sample_bytes) > limit:
             flush()
         pending += sample
+        pending_bytes += sample_bytes
         count += 1
     flush()
     summary = {"__kind__": "wids-shard-index-v1", "wids_version": 1, "name": os.path.basename(os.path.abspath(source))}
