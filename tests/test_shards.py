@@ -79,6 +79,18 @@ def test_tool_and_tarwriter_read_back_as_the_folder(folder, shards, tmp_path):
     assert all(os.path.exists(tmp_path / f"wds-{number}.tar.index.json") for number in range(3))  # cached beside
 
 
+def test_shards_stay_within_their_size_with_tars_record_padding(folder, tmp_path):
+    """Every shard of several samples is at most ``size`` bytes on disk, tarfile's closing padding to a
+    10 KiB record included (the limit used to count only the two end blocks)."""
+    written = write_shards(folder, tmp_path / "out", size="12KB")
+    counts = []
+    for path in written:
+        with tarfile.open(path) as tar:
+            counts.append(len([name for name in tar.getnames() if name.endswith(".cls")]))
+    assert len(written) > 2 and sum(counts) == len(ga.ImageFolder(folder))
+    assert all(path.stat().st_size <= 12_000 for path, count in zip(written, counts) if count > 1)
+
+
 def test_cli_writes_shards(folder, tmp_path, capsys):
     assert main(["shards", str(folder), str(tmp_path / "out"), "--size", "1GB"]) == 0
     assert "wrote 1 shard(s)" in capsys.readouterr().out
