@@ -81,9 +81,9 @@ def _max_value(dtype: torch.dtype) -> float:
     return 255.0 if dtype == torch.uint8 else 1.0
 
 
-def _per_sample(values: Tensor, images: Tensor) -> Tensor:
-    """A ``[B]`` parameter as float32 ``[B, 1, 1, 1]`` on the images' device."""
-    return values.to(device=images.device, dtype=torch.float32, non_blocking=True).view(-1, 1, 1, 1)
+def _per_sample(values: Tensor, images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
+    """A ``[B]`` parameter as ``dtype`` (float32) ``[B, 1, 1, 1]`` on the images' device."""
+    return values.to(device=images.device, dtype=dtype, non_blocking=True).view(-1, 1, 1, 1)
 
 
 def _mask(mask: Tensor, images: Tensor) -> Tensor:

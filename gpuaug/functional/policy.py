@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 from torch.nn import functional as torch_functional
 
-from gpuaug.functional.base import GRAY_WEIGHTS, _mask, _max_value, check_images
+from gpuaug.functional.base import _mask, _max_value, _per_sample, check_images
+from gpuaug.functional.color import _blend_gray, to_dtype
 
 __all__ = [
     "AUTOCONTRAST",
@@ -50,6 +51,7 @@ __all__ = [
     "TRANSLATE_Y",
     "affine_matrices",
     "auto_augment_ops",
+    "run_passes",
     "autocontrast",
     "equalize",
     "posterize",
@@ -187,17 +189,12 @@ def _warp(images: Tensor, matrices: Tensor, interpolation: str, fill: Sequence[f
 # ----------------------------------------------------------------------------------------------
 # Colour: per-sample kernels (each one torchvision's, with a per-image parameter)
 # ----------------------------------------------------------------------------------------------
-def _column(values: Tensor, images: Tensor, dtype: torch.dtype = torch.float32) -> Tensor:
-    return values.to(device=images.device, dtype=dtype, non_blocking=True).view(-1, 1, 1, 1)
-
-
 def _gray(images: Tensor) -> Tensor:
-    """torchvision's float32 grayscale reference of contrast and saturation (floored for uint8)."""
+    """torchvision's float32 grayscale reference of contrast and saturation (floored for uint8); a 1-channel
+    image is its own."""
     if images.shape[1] != 3:
         return images if images.is_floating_point() else images.to(torch.float32)
-    red, green, blue = images.unbind(dim=1)
-    gray = red.mul(GRAY_WEIGHTS[0]).add_(green, alpha=GRAY_WEIGHTS[1]).add_(blue, alpha=GRAY_WEIGHTS[2]).unsqueeze(1)
-    return gray if images.is_floating_point() else gray.floor_()
+    return _blend_gray(images)
 
 
 def _blend(images: Tensor, ops: Tensor, factors: Tensor) -> Tensor:
@@ -206,9 +203,9 @@ def _blend(images: Tensor, ops: Tensor, factors: Tensor) -> Tensor:
     ``factors`` are the float64 ``1 + magnitude``; ratio and ``1 - ratio`` are each rounded to float32 from
     float64, as torchvision's Python scalars are.
     """
-    ops = _column(ops, images, torch.int64)
+    ops = _per_sample(ops, images, torch.int64)
     factors = factors.to(device=images.device, dtype=torch.float64, non_blocking=True)
-    ratio, rest = _column(factors, images), _column(1.0 - factors, images)
+    ratio, rest = _per_sample(factors, images), _per_sample(1.0 - factors, images)
     zero = torch.zeros((), dtype=torch.float32, device=images.device)
     reference = zero
     # On the CPU (host reads free) the grayscale is computed only when an image needs it: Brightness does not.
@@ -277,7 +274,7 @@ def sharpen(images: Tensor, factors: Tensor) -> Tensor:
         blurred = torch_functional.conv2d(output, kernel, groups=channels)
         if not fp:
             blurred = blurred.round_()
-    alpha = _column(1.0 - factors.to(torch.float64), images, kernel_dtype)
+    alpha = _per_sample(1.0 - factors.to(torch.float64), images, kernel_dtype)
     view = output[..., 1:-1, 1:-1]
     view.addcmul_(blurred.sub_(view), alpha)  # one rounding, as torchvision's add_(alpha=)
     output = output.clamp_(0, _max_value(images.dtype))
@@ -291,7 +288,7 @@ def posterize(images: Tensor, bits: Tensor) -> Tensor:
         >>> posterize(torch.tensor([[[[255]]], [[[255]]]], dtype=torch.uint8), torch.tensor([1, 8])).flatten()
         tensor([128, 255], dtype=torch.uint8)
     """
-    bits = bits.to(device=images.device, dtype=torch.int64, non_blocking=True).view(-1, 1, 1, 1)
+    bits = _per_sample(bits, images, torch.int64)
     if images.is_floating_point():
         levels = (torch.ones_like(bits) << bits).to(images.dtype)
         return torch.minimum(images.mul(levels).floor_(), levels - 1).clamp_(min=0).mul_(1.0 / levels)
@@ -317,7 +314,7 @@ def solarize(images: Tensor, thresholds: Tensor) -> Tensor:
         if images.device.type != "cpu" or bool(above.any()):  # host read: free on the CPU
             mask &= ~above.view(-1, 1, 1, 1)
         return images.bitwise_xor(mask.view(torch.uint8).neg_())  # 255 - pixel where masked; torch.where is ~7x slower
-    return torch.where(images >= _column(thresholds, images, images.dtype), 1.0 - images, images)
+    return torch.where(images >= _per_sample(thresholds, images, images.dtype), 1.0 - images, images)
 
 
 def autocontrast(images: Tensor) -> Tensor:
@@ -349,9 +346,8 @@ def equalize(images: Tensor) -> Tensor:
         min=tensor(0, dtype=torch.uint8),
         max=tensor(255, dtype=torch.uint8))
     """
-    source = (
-        images if images.dtype == torch.uint8 else images.float().mul(255.0 + 1.0 - 1e-3).to(torch.uint8)
-    )  # float32: 255.999 is 256 in float16
+    # through float32: 255.999 is 256 in float16
+    source = images if images.dtype == torch.uint8 else to_dtype(images.float(), torch.uint8)
     batch_shape = source.shape[:-2]
     flat = source.flatten(start_dim=-2).to(torch.long)
     hist = flat.new_zeros(batch_shape + (256,), dtype=torch.int32)
@@ -366,7 +362,7 @@ def equalize(images: Tensor) -> Tensor:
     equalized = lut.gather(dim=-1, index=flat).view_as(source)
     # a constant channel stays as it is; on the CPU (host read free) only when there is one
     out = equalized if images.device.type == "cpu" and bool(valid.all()) else torch.where(valid.unsqueeze(-1), equalized, source)
-    return out if images.dtype == torch.uint8 else out.to(images.dtype).mul_(1.0 / 255.0)
+    return out if images.dtype == torch.uint8 else to_dtype(out, images.dtype)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -468,6 +464,14 @@ def auto_augment_ops(
     # uses rot90 where we resample: equal with nearest, within float rounding (< 1e-5) with bilinear.
     group = _pass_table(images.device)[ops]
     group = torch.where((ops == ROTATE) & (torch.remainder(magnitudes, 360.0) == 0), len(passes), group)
+    return run_passes(images, group, passes)
+
+
+def run_passes(images: Tensor, group: Tensor, passes: Sequence[_Pass]) -> Tensor:
+    """``passes[k]`` on the images of ``group`` k (``[B]`` in ``0..len(passes)``; ``len(passes)``: unchanged),
+    a new tensor: on the CPU each pass on its own images only (:func:`_grouped_rows`), elsewhere every pass
+    on the whole batch and ``torch.where`` keeps each image's result (a fixed number of kernels, no host read).
+    Serves torchvision's ops here and timm's (``timm_ops``)."""
     if images.device.type == "cpu":
         return _grouped_rows(images, group, passes)
     out = images

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor
 
 from gpuaug.functional import policy as P
-from gpuaug.functional.base import _max_value, check_images
+from gpuaug.functional.base import _max_value, _per_sample, check_images
 
 __all__ = [
     "INTERPOLATIONS",
@@ -57,7 +57,6 @@ OP_NAMES = (*P.OP_NAMES, "SolarizeAdd")
 INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 """The resampling filters PIL's ``Image.transform`` accepts."""
 
-_RAD_PER_DEG = math.pi / 180.0  # CPython's math.radians constant
 _SPLIT = 134217729.0  # 2**27 + 1: Veltkamp's split of a float64 into two 26-bit halves
 _E15 = 1e15
 
@@ -132,7 +131,7 @@ def pil_matrices(ops: Tensor, args: Tensor, height: int, width: int) -> Tensor:
     args = args.to(device=ops.device, dtype=torch.float64)
     zero, one = torch.zeros_like(args), torch.ones_like(args)
     rotate = ops == P.ROTATE
-    angle = -(torch.remainder(args, 360.0) * _RAD_PER_DEG)  # -math.radians(angle % 360.0)
+    angle = -(torch.remainder(args, 360.0) * P._RAD_PER_DEG)  # -math.radians(angle % 360.0)
     cos = torch.where(rotate, round15(torch.cos(angle)), one)
     sin = torch.where(rotate, round15(torch.sin(angle)), zero)
     center_x, center_y = width / 2, height / 2
@@ -304,15 +303,14 @@ def pil_enhance(images: Tensor, ops: Tensor, factors: Tensor) -> Tensor:
         tensor([124, 124, 124], dtype=torch.uint8)
     """
     dtype = torch.float64 if images.dtype == torch.float64 else torch.float32
-    ops = ops.to(device=images.device, dtype=torch.int64, non_blocking=True).view(-1, 1, 1, 1)
+    ops = _per_sample(ops, images, torch.int64)
     gray = _pil_gray(images, dtype)
     if images.dtype == torch.uint8:  # int(ImageStat.Stat(L).mean[0] + 0.5): the exact sum over the count, in float64
         total = gray.to(torch.int64).sum(dim=(-2, -1), keepdim=True).to(torch.float64)
         mean = torch.trunc(divide(total, float(gray.shape[-2] * gray.shape[-1])) + 0.5).to(dtype)
     else:
         mean = gray.mean(dim=(-2, -1), keepdim=True)
-    color = images.to(dtype) if images.shape[1] == 1 else gray
-    degenerate = torch.where(ops == P.COLOR, color, torch.where(ops == P.CONTRAST, mean, torch.zeros((), dtype=dtype)))
+    degenerate = torch.where(ops == P.COLOR, gray, torch.where(ops == P.CONTRAST, mean, torch.zeros((), dtype=dtype)))
     return pil_blend(images, degenerate, factors)
 
 
@@ -363,7 +361,7 @@ def solarize_add(images: Tensor, additions: Tensor, threshold: float = 128.0) ->
         tensor([120, 237, 128, 200], dtype=torch.uint8)
     """
     dtype = images.dtype if images.is_floating_point() else torch.float32
-    added = images.to(dtype) + additions.to(device=images.device, dtype=dtype, non_blocking=True).view(-1, 1, 1, 1)
+    added = images.to(dtype) + _per_sample(additions, images, dtype)
     return torch.where(images < threshold, added.clamp_(max=_max_value(images.dtype)).to(images.dtype), images)
 
 
@@ -435,12 +433,7 @@ def timm_ops(
         (ops == P.EQUALIZE, lambda x, i: P.equalize(x)),
         (ops == SOLARIZE_ADD, lambda x, i: solarize_add(x, additions[i], 128.0 * unit)),
     ]
-    if images.device.type == "cpu":
-        group = torch.full_like(ops, len(passes))
-        for index, (rows, _) in enumerate(passes):
-            group = torch.where(rows, index, group)
-        return P._grouped_rows(images, group, [op for _, op in passes])
-    out = images
-    for rows, op in passes:
-        out = P._where_rows(out, rows, op)
-    return out.clone() if out is images else out
+    group = torch.full_like(ops, len(passes))
+    for index, (rows, _) in enumerate(passes):  # each image in one pass at most
+        group = torch.where(rows, index, group)
+    return P.run_passes(images, group, [op for _, op in passes])

@@ -67,14 +67,16 @@ class BatchInfo:
         return sizes[:, 0], sizes[:, 1]
 
 
-def _uniform(info: BatchInfo, generator: torch.Generator | None, *shape: int, dtype=torch.float32) -> Tensor:
-    """``U[0, 1)`` of shape ``[B, *shape]`` on the batch's device.
+def _uniform(
+    info: BatchInfo, generator: torch.Generator | None, *shape: int, dtype=torch.float32, sample: Callable = torch.rand
+) -> Tensor:
+    """``U[0, 1)`` (or another ``sample``r, e.g. ``torch.randn``) of shape ``[B, *shape]`` on the batch's device.
 
     Sampled with ``generator`` on its own device; a CPU generator for CUDA images samples on the
     CPU and copies (non-blocking), so one seeded CPU generator still reproduces a run.
     """
     device = info.device if generator is None else generator.device
-    values = torch.rand((info.batch, *shape), generator=generator, device=device, dtype=dtype)
+    values = sample((info.batch, *shape), generator=generator, device=device, dtype=dtype)
     if values.device.type == "cpu" and info.device.type != "cpu":  # pinned: an asynchronous copy
         values = values.pin_memory().to(info.device, non_blocking=True)
     return values

@@ -85,11 +85,6 @@ _OPS = {
     "TranslateXRel": (P.TRANSLATE_X, _TRANSLATE_X),
     "TranslateYRel": (P.TRANSLATE_Y, _TRANSLATE_Y),
 }
-SIGNED = (
-    "Rotate", "ShearX", "ShearY", "TranslateXRel", "TranslateYRel", "ColorIncreasing", "ContrastIncreasing",
-    "BrightnessIncreasing", "SharpnessIncreasing",
-)  # fmt: skip
-"""The ops whose argument timm negates with probability 1/2 (``_randomly_negate``); the others ignore ``sign``."""
 
 
 def timm_args(kinds: Tensor, levels: Tensor, negate: Tensor, height: int, width: int, translate_pct: float) -> Tensor:
@@ -135,15 +130,6 @@ def _device_tables(
     codes = torch.tensor([_OPS[name][0] for name in ops], dtype=torch.int64)
     kinds = torch.tensor([_OPS[name][1] for name in ops], dtype=torch.int64)
     return codes.to(device), kinds.to(device), torch.tensor(weights or [0.0], dtype=torch.float64).to(device)
-
-
-def _normal(info: BatchInfo, generator: torch.Generator | None, *shape: int) -> Tensor:
-    """Standard normal float64 of shape ``[B, *shape]``, drawn as ``_uniform`` draws (the generator's device, then copied)."""
-    device = info.device if generator is None else generator.device
-    values = torch.randn((info.batch, *shape), generator=generator, device=device, dtype=torch.float64)
-    if values.device.type == "cpu" and info.device.type != "cpu":
-        values = values.pin_memory().to(info.device, non_blocking=True)
-    return values
 
 
 def _check_real(value: Any, name: str, low: float, *, inclusive: bool = True, infinite: bool = False) -> float:
@@ -277,7 +263,8 @@ class TimmRandAugment(Transform):
         if self.magnitude_std == math.inf:  # random.uniform(0, magnitude)
             level = _uniform(info, generator, steps, dtype=torch.float64) * self.magnitude
         elif self.magnitude_std > 0:  # random.gauss(magnitude, magnitude_std)
-            level = _normal(info, generator, steps) * self.magnitude_std + self.magnitude
+            normal = _uniform(info, generator, steps, dtype=torch.float64, sample=torch.randn)
+            level = normal * self.magnitude_std + self.magnitude
         else:
             level = torch.full((info.batch, steps), self.magnitude, dtype=torch.float64, device=info.device)
         return {
