@@ -40,6 +40,8 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DistributedSampler, Sampler
 
+from gpuaug.loader.seeding import draw_epoch_seed
+
 __all__ = ["DistributedShardSampler", "ShardSampler", "SkipBatches", "check_equal_steps", "epoch_order"]
 
 
@@ -91,9 +93,7 @@ class ShardSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = None
         if self.shuffle:
-            draw = torch.empty((), dtype=torch.int64)
-            seed = int((draw.random_(generator=self.generator) if self.generator is not None else draw.random_()).item())
-            generator = torch.Generator().manual_seed(seed)
+            generator = torch.Generator().manual_seed(draw_epoch_seed(self.generator))
         yield from epoch_order(_ranges(self.source), generator, self.window).tolist()
 
     def __len__(self) -> int:
