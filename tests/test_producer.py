@@ -140,6 +140,44 @@ def test_nvimgcodec_cpu_backend_through_the_loader(files):
     assert (reference[0] - decoded[0]).abs().mean() * 255 < 1.0
 
 
+def test_a_file_the_device_decoder_fails_is_skipped_from_its_batch_alone(files, monkeypatch):
+    """A file that passes the workers' header check but fails the device decoder, under on_error="skip":
+    its row leaves its batch (labels, params and the other rows' images unchanged), the other batches are
+    as without the failure."""
+    pytest.importorskip("nvidia.nvimgcodec")
+    decoders = pytest.importorskip("gpuaug.io.decoders")
+    indexed = [(path, number) for number, (path, _) in enumerate(files[:8])]
+
+    def run():
+        loader = ga.GPULoader(
+            indexed, batch_size=4, shuffle=True, transform=ga.Compose(TRAIN), decode="nvimgcodec", on_error="skip",
+            generator=torch.Generator().manual_seed(3),
+        )  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the skip warning
+            return [(images.clone(), labels.clone()) for images, labels in loader], loader.stats.skipped_paths
+
+    reference, _ = run()
+    victim = indexed[5][0]
+    real_decode = decoders.NvImageCodecDecoder.decode
+
+    def failing(self, datas, paths, headers, regions):
+        result = real_decode(self, datas, paths, headers, regions)
+        for position, path in enumerate(paths):
+            if path == victim:
+                result.images[position] = None
+                result.failed.append((position, ga.DecodeError(path, "made to fail")))
+        return result
+
+    monkeypatch.setattr(decoders.NvImageCodecDecoder, "decode", failing)
+    skipped, skipped_paths = run()
+    assert list(skipped_paths) == [victim]
+    for (images, labels), (kept_images, kept_labels) in zip(reference, skipped):
+        keep = labels != 5
+        assert torch.equal(kept_labels, labels[keep]) and torch.equal(kept_images, images[keep])
+    assert sum(len(labels) for _, labels in skipped) == len(indexed) - 1
+
+
 # ----------------------------------------------------------------------------------------------
 # Errors and shutdown
 # ----------------------------------------------------------------------------------------------

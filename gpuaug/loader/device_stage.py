@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from gpuaug.io.decode import DecodeError
@@ -149,29 +148,17 @@ class DeviceStage:
             return [image.to(device, non_blocking=True) for image in decoded], host.labels, self._params(host.params)
         rows = torch.as_tensor(host.encoded_rows, dtype=torch.int64)
         result = self.decoder.decode(host.encoded_files(), host.encoded_paths, host.headers, host.regions[rows])
-        labels, params, images, image_rows, decoded_rows = (
-            host.labels,
-            host.params,
-            result.images,
-            host.encoded_rows,
-            host.decoded_rows,
-        )
-        if result.failed:  # rare: drop the failed rows (and renumber the others)
+        images = result.images
+        if result.failed:  # rare: drop the failed rows, the others renumbered (HostBatch.drop, as the workers do)
             for _, error in result.failed:
                 self.failures.report(error.path, error.reason)
-            failed = np.zeros(len(host), dtype=bool)
-            failed[[host.encoded_rows[position] for position, _ in result.failed]] = True
-            keep = torch.from_numpy(np.flatnonzero(~failed))
-            if not len(keep):
-                return None, labels, params
-            renumber = np.cumsum(~failed) - 1
-            labels, params = labels[keep], {key: value[keep] for key, value in params.items()}
+            host.drop([host.encoded_rows[position] for position, _ in result.failed])
+            if not len(host):
+                return None, host.labels, host.params
             images = [image for image in images if image is not None]
-            image_rows = renumber[[row for row in image_rows if not failed[row]]].tolist()
-            decoded_rows = renumber[decoded_rows].tolist() if decoded_rows else []
         packed = decoded if isinstance(decoded, PackedBatch) else None  # host: assemble copies it into place once
-        batch = PackedBatch.assemble(packed, decoded_rows, images, image_rows, device)
-        return batch, labels, self._params(params)
+        batch = PackedBatch.assemble(packed, host.decoded_rows, images, host.encoded_rows, device)
+        return batch, host.labels, self._params(host.params)
 
     def _params(self, params: Params) -> Params:
         return {key: value.to(self.options.device, non_blocking=True) for key, value in params.items()}
