@@ -7,7 +7,6 @@ import os
 import stat
 import sys
 
-from gpuaug.io.decode import DecodeError
 from gpuaug.tools.parse import TransformSyntaxError, parse_transform
 from gpuaug.tools.shards import write_shards
 
@@ -96,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "shards":
         try:
             written = write_shards(args.source, args.destination, size=args.size, prefix=args.prefix)
-        except (ValueError, OSError, DecodeError) as error:
+        except (ValueError, OSError) as error:  # DecodeError is a ValueError
             print(f"error: {_one_line(error) or type(error).__name__}", file=sys.stderr)
             return 2
         print(f"wrote {len(written)} shard(s) to {args.destination}")

@@ -139,7 +139,7 @@ class ShardCache:
 
     def _entries(self) -> list[tuple[float, int, str]]:
         entries = []
-        with os.scandir(self.directory) if os.path.isdir(self.directory) else _no_entries() as found:
+        with os.scandir(self.directory) if os.path.isdir(self.directory) else contextlib.nullcontext([]) as found:
             for entry in found:
                 if entry.name.startswith(".") or not entry.is_file():
                     continue
@@ -192,14 +192,6 @@ class ShardCache:
             total -= size
 
 
-class _no_entries:
-    def __enter__(self) -> list:
-        return []
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
 @dataclass
 class _Shard:
     url: str
@@ -249,7 +241,7 @@ class _Samples(Sequence):
             return [self[position] for position in range(*index.indices(len(self)))]
         shard, row = self.source.locate(index)
         name = f"{shard.url}#{shard.keys[row]}.{self.source.image_member(shard, row)[0]}"
-        return ShardMember(name, self.source, index % len(self) if index < 0 else index), self.source.targets[index]
+        return ShardMember(name, self.source, index % len(self)), self.source.targets[index]  # locate checked the range
 
 
 class WebDataset(FileList):
@@ -324,7 +316,7 @@ class WebDataset(FileList):
         self._filesystems: dict[str, tuple[int, Any, str]] = {}  # url -> (pid, fsspec filesystem, path)
 
     # -- building --------------------------------------------------------------------------------
-    def _index_places(self, url: str, fs: Any) -> list[str]:
+    def _index_places(self, url: str) -> list[str]:
         digest = hashlib.sha1(json.dumps([url, self.rule.describe()]).encode()).hexdigest()[:20]
         cached = os.path.join(self.cache_dir, "index", f"{digest}{INDEX_SUFFIX}")
         return [url + INDEX_SUFFIX, cached]
@@ -337,7 +329,7 @@ class WebDataset(FileList):
             raise
         except Exception as error:  # fsspec and its backends raise many kinds
             raise DecodeError(url, f"cannot reach the shard ({type(error).__name__}: {error})") from None
-        beside, cached = self._index_places(url, fs)
+        beside, cached = self._index_places(url)
         for place in (beside, cached):
             index = self._read_index(place)
             if index is None:
