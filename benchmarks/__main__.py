@@ -85,7 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
     data.add_argument("--seed", type=non_negative_int, default=0, help="random seed (default 0)")
     data.add_argument("--clean", action="store_true", help="uniform JPEGs only (the set before tails were added)")
     data.add_argument(
-        "--shards", action="store_true", help="also write the set as WebDataset tar shards beside it (FOLDER-shards)"
+        "--shards", action="store_true", help="also write the set as WebDataset tar shards beside it (FOLDER-shards-SIZE)"
     )
     data.add_argument("--shard-size", default="64MB", help="largest shard with --shards (default 64MB)")
     described = {

@@ -370,6 +370,17 @@ def summary(described: dict) -> str:
     return f"{described['count']} images ({name}){spread}; oddities {fraction:.1%}: {kinds or 'none'}"
 
 
+def ensure_shards(root: Path, size: str, folder: Path | None = None) -> list[Path]:
+    """The set at ``root`` as WebDataset tar shards of at most ``size``: kept beside it in a folder named by
+    the size (``<root>-shards-<size>``, written once) or written into ``folder``. The loader benchmark and
+    ``data --shards`` share it, so a row's shard layout never depends on which ran first."""
+    folder = folder or Path(f"{root}-shards-{size}")
+    listing = folder / "shards.json"
+    if listing.exists():
+        return [folder / entry["url"] for entry in json.loads(listing.read_text())["shardlist"]]
+    return write_shards(root, folder, size=size)
+
+
 def main(args: argparse.Namespace) -> Path:
     if args.out:
         root = make(Path(args.out), args.count, args.seed, clean=args.clean)
@@ -377,6 +388,6 @@ def main(args: argparse.Namespace) -> Path:
         root = ensure(None, args.count, args.seed, clean=args.clean)
     print(json.dumps(describe(root), indent=2))
     if getattr(args, "shards", False):  # the same set as WebDataset shards beside it (ga.WebDataset reads it)
-        written = write_shards(root, Path(f"{root}-shards"), size=getattr(args, "shard_size", None) or "64MB")
-        print(f"wrote {len(written)} shard(s) to {root}-shards")
+        written = ensure_shards(root, args.shard_size)
+        print(f"{len(written)} shard(s) in {written[0].parent}")
     return root

@@ -54,6 +54,7 @@ import shutil
 import tempfile
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -72,23 +73,20 @@ from benchmarks.common import (
 )
 from benchmarks.serve import serve_directory
 from gpuaug.io.decode import decode_cpu
-from gpuaug.tools.shards import write_shards
 
 BASELINE = "pil-dataloader"
 POLICY, TIMM = "gpuaug-policy", "timm-dataloader"
 SHARDS, SHARDS_HTTP = "gpuaug-shards", "gpuaug-shards-http"  # the same set as WebDataset shards: local, loopback HTTP
 SHARDS_CACHED = "gpuaug-shards-http-cached"  # HTTP with whole shards fetched once into a bounded local cache
+SHARD_SIZE = "16MB"  # the loader rows' shards (the 1000-image set: 3 shards)
 
 
 def _shards_of(root: Path, user_data: bool, stack: contextlib.ExitStack) -> list[str]:
     """The set at ``root`` as tar shards: cached beside a generated set, in a temporary folder for ``--data``."""
-    folder = Path(tempfile.mkdtemp(prefix="gpuaug-shards-")) if user_data else Path(f"{root}-shards")
-    if user_data:
+    folder = Path(tempfile.mkdtemp(prefix="gpuaug-shards-")) if user_data else None
+    if folder is not None:
         stack.callback(shutil.rmtree, folder, ignore_errors=True)
-    shards = sorted(folder.glob("*.tar"))
-    if not shards or not (folder / "shards.json").exists():
-        shards = write_shards(root, folder, size="16MB")
-    return [str(path) for path in shards]
+    return [str(path) for path in bench_data.ensure_shards(root, SHARD_SIZE, folder)]
 
 
 NVIMGCODEC_BACKENDS = {"hw": "HW_GPU_ONLY", "hybrid": "HYBRID_CPU_GPU", "cuda": "GPU_ONLY"}
@@ -262,14 +260,14 @@ def _ceiling_of(decoder: str, device: torch.device) -> str:
     return {"cpu": "decode-cpu", "nvjpeg": "decode-nvjpeg", "nvimgcodec": "decode-nvimgcodec"}.get(decoder, f"decode-{decoder}")
 
 
-def run_set(
-    root: Path, args: argparse.Namespace, device: torch.device, full: bool, benchmark: str
-) -> tuple[list[Measurement], dict]:
-    """Every loader (and, when ``full``, every decode ceiling) on one folder."""
+def _pipelines(
+    root: Path, args: argparse.Namespace, device: torch.device, full: bool, stack: contextlib.ExitStack
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, float], dict[str, str]]:
+    """The timed pipelines (and their loaders, decoded shares and skipped rows) of one folder; what must
+    outlive them (the loopback server, temporary shards) goes on ``stack``."""
     from torchvision import datasets
 
     size = args.image_size
-    stack = contextlib.ExitStack()
     common = {"batch_size": args.batch_size, "num_workers": args.workers, "persistent_workers": args.workers > 0}
     torchvision_set = datasets.ImageFolder(root, transform=pil_recipe(size))
     baseline = torch.utils.data.DataLoader(torchvision_set, shuffle=True, pin_memory=device.type == "cuda", **common)
@@ -345,9 +343,17 @@ def run_set(
                 pipelines[name] = _nvdecode_ceiling(datas, paths, args.batch_size, device, backend)
             except Exception as error:  # noqa: BLE001 - the wrapper is optional (another change brings it)
                 skipped[name] = f"{type(error).__name__}: {error}"[:300]
+    return pipelines, loaders, shares, skipped
 
+
+def run_set(
+    root: Path, args: argparse.Namespace, device: torch.device, full: bool, benchmark: str
+) -> tuple[list[Measurement], dict]:
+    """Every loader (and, when ``full``, every decode ceiling) on one folder."""
+    size = args.image_size
     failures: dict[str, str] = {}
-    with stack:  # the loopback server and temporary shards live while the pipelines are timed
+    with contextlib.ExitStack() as stack:  # the server and temporary shards: released however the run ends
+        pipelines, loaders, shares, skipped = _pipelines(root, args, device, full, stack)
         measurements = measure_all(benchmark, pipelines, device, args.repeats, BASELINE, failures)
     rates = {m.pipeline: m.images_per_sec for m in measurements}
     for item in measurements:
