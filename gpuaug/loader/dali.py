@@ -79,6 +79,7 @@ except ImportError as error:  # pragma: no cover - exercised by hiding the modul
 from gpuaug import transforms as T
 from gpuaug.io.decode import DEFAULT_MAX_PIXELS, DecodeError, decode_cpu, read_header
 from gpuaug.io.sources import DEFAULT_MAX_BYTES, FileList, ImageFolder, MemberPath, is_file_list, read_bytes
+from gpuaug.loader.device_stage import different_sizes
 from gpuaug.loader.gpu_loader import LoaderStats, as_compose, check_loader_arguments, resolve_device
 from gpuaug.loader.seeding import mix_seed as _mix
 
@@ -542,12 +543,7 @@ class DALILoader:
             except (DecodeError, OSError):
                 continue
             sizes.add(header.oriented_size)
-        shown = ", ".join(f"{height}x{width}" for height, width in sorted(sizes)[:4]) + (" ..." if len(sizes) > 4 else "")
-        return (
-            f"images in a batch have different sizes{f' (the files hold {shown})' if len(sizes) > 1 else ''}; pass "
-            "transform= whose first op is RandomResizedCrop, Resize((height, width)) or CenterCrop so that every image "
-            "gets one size (Resize(int) alone keeps each aspect ratio: add CenterCrop after it)"
-        )
+        return different_sizes(sizes, known="the files hold ")
 
     def _decode_error(self, error: RuntimeError) -> Exception:
         """DALI's pipeline error as a ``DecodeError`` naming the file (found by a CPU scan if DALI did not),

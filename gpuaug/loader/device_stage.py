@@ -20,7 +20,7 @@ Example:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,15 +64,23 @@ class Failures:
         self.paths.append(path)
 
 
+def different_sizes(sizes: Iterable[tuple[int, int]], known: str = "") -> str:
+    """The loaders' message for a batch of images of different ``sizes`` (listed when there are several,
+    after ``known``: how they are known) and how to give them one size (GPULoader and DALILoader)."""
+    sizes = sorted(set(sizes))
+    shown = ", ".join(f"{height}x{width}" for height, width in sizes[:4]) + (" ..." if len(sizes) > 4 else "")
+    listed = f" ({known}{shown})" if len(sizes) > 1 else ""
+    return (
+        f"images in a batch have different sizes{listed}; pass transform= whose first op is RandomResizedCrop, "
+        "Resize((height, width)) or CenterCrop so that every image gets one size (Resize(int) alone keeps each "
+        "aspect ratio: add CenterCrop after it)"
+    )
+
+
 def _check_one_size(images: list[torch.Tensor]) -> None:
-    sizes = sorted({tuple(image.shape[-2:]) for image in images})
+    sizes = {tuple(image.shape[-2:]) for image in images}
     if len(sizes) > 1:
-        shown = ", ".join(f"{height}x{width}" for height, width in sizes[:4]) + (" ..." if len(sizes) > 4 else "")
-        raise ValueError(
-            f"images in a batch have different sizes ({shown}); pass transform= whose first op is RandomResizedCrop, "
-            "Resize((height, width)) or CenterCrop so that every image gets one size (Resize(int) alone keeps each "
-            "aspect ratio: add CenterCrop after it)"
-        )
+        raise ValueError(different_sizes(sizes))
 
 
 class DeviceStage:
