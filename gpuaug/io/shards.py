@@ -58,9 +58,8 @@ from gpuaug.io.tar_index import (
     INDEX_SUFFIX,
     LABEL_KEYS,
     LabelRule,
-    build_index,
-    check_end,
     expand_urls,
+    index_stream,
     is_local,
     open_fs,
     parse_size,
@@ -343,28 +342,19 @@ class WebDataset(FileList):
                 )
         try:
             options = {} if is_local(fs) else {"block_size": 1 << 22}
-            with fs.open(path, "rb", **options) as stream:
-                built = build_index(stream, url, self.rule, partial=True)
-            if built["error"] is None:
-                try:
-                    check_end(self._read_range(fs, path, url, built["end"], min(size, built["end"] + BLOCK)), url, built["last"])
-                except DecodeError as error:
-                    built["error"] = error
-                    for field in ("keys", "members", "labels"):  # the last sample may miss members: left out
-                        del built[field][-1:]
+            with fs.open(path, "rb", **options) as stream:  # the end blocks from the same stream: no second request
+                index, damage = index_stream(stream, url, size, self.rule, partial=True)
         except DecodeError:
             raise
         except Exception as error:
             raise DecodeError(url, f"cannot read the shard ({type(error).__name__}: {error})") from None
-        if built["error"] is not None:
+        if damage is not None:
             if on_error == "raise":
-                raise built["error"]
-            warnings.warn(f"WebDataset keeps the samples of {url} before the damage: {built['error'].reason}", stacklevel=3)
-            return _Shard(url, size, built["keys"], built["members"], built["labels"])
-        index = {"format": INDEX_FORMAT, "version": 1, "shard_bytes": size, "label": self.rule.describe()}
-        index.update(keys=built["keys"], members=built["members"], labels=built["labels"])
-        self._write_index(index, beside, cached)
-        return _Shard(url, size, built["keys"], built["members"], built["labels"])
+                raise damage
+            warnings.warn(f"WebDataset keeps the samples of {url} before the damage: {damage.reason}", stacklevel=3)
+        else:
+            self._write_index(index, beside, cached)
+        return _Shard(url, size, index["keys"], index["members"], index["labels"])
 
     def _read_index(self, place: str) -> dict[str, Any] | None:
         try:

@@ -46,6 +46,7 @@ __all__ = [
     "check_end",
     "expand_urls",
     "index_shard",
+    "index_stream",
     "is_local",
     "open_fs",
     "parse_size",
@@ -207,6 +208,34 @@ def build_index(stream: Any, shard: str, rule: LabelRule = LabelRule(), partial:
     return built
 
 
+def index_stream(
+    stream: Any, shard: str, size: int, rule: LabelRule = LabelRule(), partial: bool = False
+) -> tuple[dict[str, Any], DecodeError | None]:
+    """The index file's content for the tar ``stream`` (``size`` bytes, a seekable binary file at its start),
+    streamed once, its end blocks read from the same stream; and the damage found (None: whole).
+
+    ``partial``: damage is returned, the index keeping the complete samples before it (a sample right
+    before a bad end may miss members: left out); otherwise it is raised.
+
+    Raises:
+        DecodeError: naming the shard when it is truncated or corrupt (not ``partial``).
+    """
+    built = build_index(stream, shard, rule, partial=partial)
+    if built["error"] is None:
+        stream.seek(built["end"])
+        try:
+            check_end(stream.read(BLOCK), shard, built["last"])
+        except DecodeError as error:
+            if not partial:
+                raise
+            built["error"] = error
+            for field in ("keys", "members", "labels"):
+                del built[field][-1:]
+    index = {"format": INDEX_FORMAT, "version": 1, "shard_bytes": size, "label": rule.describe()}
+    index.update(keys=built["keys"], members=built["members"], labels=built["labels"])
+    return index, built["error"]
+
+
 def index_shard(path: str, rule: LabelRule = LabelRule()) -> dict[str, Any]:
     """The index file's content for the local shard ``path`` (what ``WebDataset`` writes beside it).
 
@@ -214,12 +243,7 @@ def index_shard(path: str, rule: LabelRule = LabelRule()) -> dict[str, Any]:
         DecodeError: naming the shard when it is truncated or corrupt.
     """
     with open(path, "rb") as stream:
-        built = build_index(stream, path, rule)
-        stream.seek(built["end"])
-        check_end(stream.read(BLOCK), path, built["last"])
-    index = {"format": INDEX_FORMAT, "version": 1, "shard_bytes": os.path.getsize(path), "label": rule.describe()}
-    index.update(keys=built["keys"], members=built["members"], labels=built["labels"])
-    return index
+        return index_stream(stream, path, os.path.getsize(path), rule)[0]
 
 
 def write_json_atomically(path: str, value: Any) -> None:
