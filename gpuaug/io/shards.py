@@ -40,7 +40,6 @@ import contextlib
 import hashlib
 import json
 import os
-import tempfile
 import warnings
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -58,6 +57,7 @@ from gpuaug.io.tar_index import (
     INDEX_SUFFIX,
     LABEL_KEYS,
     LabelRule,
+    atomic_file,
     expand_urls,
     index_stream,
     is_local,
@@ -119,6 +119,7 @@ class ShardCache:
     reader keeps its open descriptor if another process evicts the file).
 
     Example:
+        >>> import tempfile
         >>> cache = ShardCache(tempfile.mkdtemp(), "1MB")
         >>> cache.max_bytes, cache.used()
         (1000000, 0)
@@ -160,20 +161,14 @@ class ShardCache:
             return descriptor
         except FileNotFoundError:
             pass
-        os.makedirs(self.directory, exist_ok=True)
-        handle, temporary = tempfile.mkstemp(dir=self.directory, prefix=".part-")
-        try:
-            with os.fdopen(handle, "wb") as out, fs.open(path, "rb") as remote:
+        with atomic_file(local) as out:
+            with fs.open(path, "rb") as remote:
                 while chunk := remote.read(1 << 22):
                     out.write(chunk)
-            if os.path.getsize(temporary) != size:
-                raise DecodeError(url, f"the download has {os.path.getsize(temporary):,} bytes, the shard {size:,}")
-            descriptor = os.open(temporary, os.O_RDONLY)
-            os.replace(temporary, local)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+            if out.tell() != size:
+                raise DecodeError(url, f"the download has {out.tell():,} bytes, the shard {size:,}")
+            out.flush()
+            descriptor = os.open(out.name, os.O_RDONLY)  # kept if another process evicts the file
         self.evict(keep=local)
         return descriptor
 

@@ -22,14 +22,15 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import tarfile
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, BinaryIO
 
 import braceexpand
 import fsspec
@@ -42,6 +43,7 @@ __all__ = [
     "INDEX_SUFFIX",
     "LABEL_KEYS",
     "LabelRule",
+    "atomic_file",
     "build_index",
     "check_end",
     "expand_urls",
@@ -246,6 +248,33 @@ def index_shard(path: str, rule: LabelRule = LabelRule()) -> dict[str, Any]:
         return index_stream(stream, path, os.path.getsize(path), rule)[0]
 
 
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, prefix: str = ".part-") -> Iterator[BinaryIO]:
+    """A new binary file beside ``path`` (its temporary name in ``.name``) that replaces ``path`` when the
+    block ends, and is removed if the block raises: readers see the old file or the whole new one.
+
+    Example:
+        >>> import tempfile
+        >>> target = os.path.join(tempfile.mkdtemp(), "a.bin")
+        >>> with atomic_file(target) as file:
+        ...     _ = file.write(b"whole")
+        >>> open(target, "rb").read()
+        b'whole'
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    handle, temporary = tempfile.mkstemp(dir=folder, prefix=prefix)
+    os.close(handle)
+    try:
+        with open(temporary, "wb") as file:
+            yield file
+        os.replace(temporary, path)
+    except BaseException:
+        if os.path.exists(temporary):
+            os.unlink(temporary)
+        raise
+
+
 def write_json_atomically(path: str, value: Any) -> None:
     """Write JSON to a temporary file beside ``path`` and rename it over ``path`` (any fsspec URL; local: atomic)."""
     fs, target = fsspec.core.url_to_fs(path)
@@ -253,13 +282,5 @@ def write_json_atomically(path: str, value: Any) -> None:
     if not is_local(fs):
         fs.pipe_file(target, text)
         return
-    os.makedirs(os.path.dirname(os.path.abspath(target)), exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=os.path.dirname(os.path.abspath(target)), prefix=".index-")
-    try:
-        with os.fdopen(handle, "wb") as file:
-            file.write(text)
-        os.replace(temporary, target)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.unlink(temporary)
-        raise
+    with atomic_file(target, prefix=".index-") as file:
+        file.write(text)

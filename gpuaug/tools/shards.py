@@ -27,11 +27,10 @@ import io
 import os
 import re
 import tarfile
-import tempfile
 from pathlib import Path
 
 from gpuaug.io.sources import ImageFolder, read_bytes
-from gpuaug.io.tar_index import INDEX_SUFFIX, index_shard, parse_size, write_json_atomically
+from gpuaug.io.tar_index import INDEX_SUFFIX, atomic_file, index_shard, parse_size, write_json_atomically
 
 __all__ = ["sample_key", "write_shards"]
 
@@ -108,16 +107,9 @@ def write_shards(
         if not count:
             return
         path = out / f"{prefix}{len(shards):06d}.tar"
-        handle, temporary = tempfile.mkstemp(dir=out, prefix=".part-")
-        try:
-            with os.fdopen(handle, "wb") as file, tarfile.open(fileobj=file, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for name, data in pending:
-                    tar.addfile(*_member(name, data))
-            os.replace(temporary, path)
-        except BaseException:
-            if os.path.exists(temporary):
-                os.unlink(temporary)
-            raise
+        with atomic_file(path) as file, tarfile.open(fileobj=file, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for name, data in pending:
+                tar.addfile(*_member(name, data))
         write_json_atomically(str(path) + INDEX_SUFFIX, index_shard(str(path)))
         shards.append(path)
         listing.append({"url": path.name, "nsamples": count, "filesize": path.stat().st_size})
